@@ -1,0 +1,1 @@
+"""Data layer: one Sample record, streaming readers by name, leak-free splits, synthetic scenes."""

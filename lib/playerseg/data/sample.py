@@ -1,0 +1,59 @@
+"""The one sample record every reader yields, whatever the source format."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Instance:
+    """One object: a task class, a box (x0, y0, x1, y1 in pixels, exclusive end) and maybe a mask."""
+
+    class_id: int
+    box: tuple[float, float, float, float]
+    mask: np.ndarray | None = None  # HxW bool, where the source has masks
+    label: str = ""  # source class name (e.g. `team_a`, `goalkeeper`)
+    score: float = 1.0
+
+
+@dataclass
+class Sample:
+    """An RGB frame with what a source knows about it.
+
+    `semantic` holds task class ids (`TaskClasses`), IGNORE_INDEX where unlabelled; it is None for
+    box-only sources. `frame_index` orders frames of one video (`group`) for leak-free splits.
+    """
+
+    id: str
+    image: np.ndarray  # HxWx3 uint8 RGB
+    semantic: np.ndarray | None = None  # HxW uint8
+    instances: list[Instance] = field(default_factory=list)
+    path: str = ""
+    group: str = ""  # video / match the frame comes from
+    frame_index: int | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+    @property
+    def boxes(self) -> np.ndarray:
+        return np.array([i.box for i in self.instances], dtype=np.float32).reshape(-1, 4)
+
+    @property
+    def box_classes(self) -> np.ndarray:
+        return np.array([i.class_id for i in self.instances], dtype=np.int64)
+
+    def instance_masks(self) -> np.ndarray:
+        """N x H x W bool; raises when the source has no masks."""
+        if any(i.mask is None for i in self.instances):
+            raise ValueError(f"{self.path or self.id}: this source has boxes only, no instance masks")
+        if not self.instances:
+            return np.zeros((0, self.height, self.width), dtype=bool)
+        return np.stack([i.mask for i in self.instances])

@@ -1,0 +1,1 @@
+"""Metrics: semantic (IoU, Dice, boundary F, players-over-LED), instance (COCO AP), RLE."""
