@@ -13,6 +13,7 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, one-line help)  -- keep one line per command
+    "synth": ("playerseg.synth_cmd", "write a synthetic broadcast set (tests, benchmarks)"),
 }
 
 

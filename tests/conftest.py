@@ -1,0 +1,34 @@
+"""Shared fixtures: the real test material (skipped when absent) and a tiny synthetic set."""
+import pytest
+
+from playerseg.io import shared_data_dir
+
+
+def _shared(name: str):
+    path = shared_data_dir() / name
+    if not path.is_dir():
+        pytest.skip(f"real test data {path} absent")
+    return path
+
+
+@pytest.fixture(scope="session")
+def acme_dir():
+    """../shared/data/acme-football-semseg (90 frames 1920x1080 + colour masks)."""
+    return _shared("acme-football-semseg")
+
+
+@pytest.fixture(scope="session")
+def detection_dir():
+    """../shared/data/football-players-detection (242 frames, YOLO boxes)."""
+    return _shared("football-players-detection")
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory):
+    """A tiny synthetic broadcast set (12 frames, 160x96): images/, masks/, classes.json,
+    annotations.json, video.mp4. For tests only, never a stand-in for real results."""
+    from playerseg.data.synthetic import generate
+
+    out = tmp_path_factory.mktemp("synth")
+    generate(str(out), num_frames=12, size=(160, 96), fps=25, seed=0, progress=False)
+    return out
