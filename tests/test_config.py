@@ -76,3 +76,20 @@ def test_task_classes():
         TaskClasses(("player", "background"))
     with pytest.raises(KeyError, match="ball"):
         classes.id("ball")
+
+
+def test_from_args_precedence(tmp_path):
+    import argparse
+
+    from playerseg.config import add_config_arguments, from_args
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, Cfg)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--epochs", type=int)
+    path = tmp_path / "c.yaml"
+    path.write_text("epochs: 5\noptim:\n  lr: 0.01\n  name: sgd\n")
+    args = parser.parse_args(["--config", str(path), "--set", "optim.lr=0.2", "--set", "epochs=7", "--lr", "0.3"])
+    cfg = from_args(Cfg, args, {"lr": "optim.lr", "epochs": "epochs"})
+    # file < --set < explicit flag; a flag not given (epochs) leaves --set's value
+    assert cfg.optim.lr == 0.3 and cfg.epochs == 7 and cfg.optim.name == "sgd"

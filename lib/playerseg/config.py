@@ -131,8 +131,13 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def load(cls: type[T], path: str | Path | None = None, overrides=(), base: dict | None = None) -> T:
-    """Defaults of `cls`, then `base`, then the YAML file at `path`, then `overrides`."""
+def load(
+    cls: type[T], path: str | Path | None = None, overrides=(), base: dict | None = None, flags: dict | None = None
+) -> T:
+    """Defaults of `cls`, then `base`, then the YAML file at `path`, then `overrides`, then `flags`.
+
+    `flags` maps dotted keys to values given by explicit command-line flags (None = not given).
+    """
     data = _merge(to_dict(cls()), base or {})
     where = "config"
     if path:
@@ -147,7 +152,28 @@ def load(cls: type[T], path: str | Path | None = None, overrides=(), base: dict 
             raise ConfigError(f"{path}: top level must be a mapping")
         data = _merge(data, loaded)
     data = _merge(data, parse_overrides(overrides))
-    return from_dict(cls, data, where)
+    explicit: dict = {}
+    for key, value in (flags or {}).items():
+        if value is not None:
+            _set_path(explicit, key, value)
+    return from_dict(cls, _merge(data, explicit), where)
+
+
+def add_config_arguments(parser, cls: type) -> None:
+    """`--config FILE` and repeatable `--set key.sub=value`, the two ways every job takes config."""
+    parser.add_argument("--config", help=f"YAML file of {cls.__name__} values")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config value, e.g. --set optim.lr=3e-4 (repeatable)")
+
+
+def from_args(cls: type[T], args, flags: dict[str, str] | None = None, base: dict | None = None) -> T:
+    """Config for a command: defaults < `--config` < `--set` < explicit flags.
+
+    `flags` maps argparse destinations to dotted config keys, e.g. {"data_root": "data.root"};
+    a flag left at None is not given.
+    """
+    given = {key: getattr(args, dest, None) for dest, key in (flags or {}).items()}
+    return load(cls, getattr(args, "config", None), getattr(args, "overrides", ()), base=base, flags=given)
 
 
 def dump(cfg, path: str | Path) -> None:
