@@ -13,6 +13,8 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, one-line help)  -- keep one line per command
+    "extract": ("playerseg.video.extract", "frames of videos as JPEG/PNG files or Parquet rows (Ray, sharded)"),
+    "render": ("playerseg.video.render", "H.264 mp4 of frames with predicted players/LED boards drawn (Ray)"),
     "synth": ("playerseg.synth_cmd", "write a synthetic broadcast set (tests, benchmarks)"),
 }
 

@@ -1,0 +1,186 @@
+"""Probe a video without decoding it: size, rate, time base, the presentation timestamp of every
+frame and the keyframes (packets are demuxed, not decoded, so this is cheap).
+
+The frame index of a frame is the rank of its pts among the pts of all frames a sequential decode
+outputs (packets the container marks as discarded, e.g. before an mp4 edit list, are left out).
+This is exact for constant and variable frame rate alike. When a container gives no usable
+timestamps (missing or repeated pts), `exact` is False and the video is read as one sequential
+segment.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import PurePosixPath
+from typing import Iterator
+
+import av
+import fsspec
+
+from playerseg.data.errors import DataError
+from playerseg.io import is_local
+
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts", ".m4v", ".mpg", ".mpeg", ".flv")
+
+
+@dataclass
+class VideoInfo:
+    uri: str
+    video_id: str
+    width: int
+    height: int
+    fps: float  # average rate: the rate renders are written at
+    rate: str  # the same as a fraction, e.g. "30000/1001"
+    time_base: str  # e.g. "1/30000"
+    codec: str
+    exact: bool  # frame_pts is a trustworthy index of the frames a sequential decode outputs
+    frame_pts: list[int] = field(default_factory=list)  # sorted pts of the displayed frames
+    keyframes: list[tuple[int, int]] = field(default_factory=list)  # (pts, dts), decode order
+    frame_count: int = 0
+
+    @property
+    def tb(self) -> Fraction:
+        return Fraction(self.time_base)
+
+    def pts_seconds(self, pts: int) -> float:
+        """Seconds since the first displayed frame."""
+        return float((pts - self.frame_pts[0]) * self.tb) if self.frame_pts else 0.0
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "VideoInfo":
+        d = dict(d)
+        d["keyframes"] = [tuple(k) for k in d.get("keyframes", [])]
+        return cls(**d)
+
+    def save(self, path: str) -> None:
+        from playerseg.io import write_json_atomic
+
+        write_json_atomic(path, self.to_json())
+
+
+def video_id_for(uri: str) -> str:
+    """The file stem: `s3://b/match_01.mp4` -> `match_01` (made unique by `unique_ids`)."""
+    return PurePosixPath(str(uri).split("://", 1)[-1]).stem
+
+
+def unique_ids(uris: list[str]) -> dict[str, str]:
+    """uri -> video_id, the stem, with a short hash of the uri where two stems collide."""
+    stems = [video_id_for(u) for u in uris]
+    out = {}
+    for u, s in zip(uris, stems):
+        out[u] = s if stems.count(s) == 1 else f"{s}-{hashlib.sha1(u.encode()).hexdigest()[:6]}"
+    return out
+
+
+def list_videos(inputs: list[str]) -> list[str]:
+    """Expand files, folders (their video files) and globs, local or fsspec URIs; sorted, unique."""
+    found: list[str] = []
+    for item in inputs:
+        fs, _, paths = fsspec.get_fs_token_paths(str(item))
+        proto = "" if is_local(item) else str(item).split("://", 1)[0] + "://"
+        for p in paths:
+            if fs.isdir(p):
+                found += [proto + f for f in sorted(fs.find(p)) if f.lower().endswith(VIDEO_EXTENSIONS)]
+            else:
+                found.append(proto + p)
+        if not paths:
+            found.append(str(item))  # a missing file: reported as a failure by the job
+    return sorted(dict.fromkeys(found))
+
+
+@contextlib.contextmanager
+def open_video(uri: str) -> Iterator[av.container.InputContainer]:
+    """PyAV container for a local path or any fsspec URI; errors become DataError naming the file."""
+    f = None
+    try:
+        if is_local(uri):
+            container = av.open(uri.removeprefix("file://"), "r")
+        else:
+            f = fsspec.open(uri, "rb").open()
+            container = av.open(f, "r")
+    except (av.FFmpegError, OSError, ValueError) as e:
+        if f is not None:
+            f.close()
+        raise DataError(uri, f"cannot open as video: {e}") from None
+    try:
+        if not container.streams.video:
+            raise DataError(uri, "no video stream")
+        yield container
+    finally:
+        container.close()
+        if f is not None:
+            f.close()
+
+
+def probe(uri: str, video_id: str | None = None) -> VideoInfo:
+    """Demux every packet of the first video stream (no decoding) and index the frames."""
+    with open_video(uri) as c:
+        s = c.streams.video[0]
+        cc = s.codec_context
+        rate = s.average_rate or s.guessed_rate or s.base_rate
+        tb = s.time_base
+        if not rate or not cc.width or not cc.height:
+            raise DataError(uri, "video stream without frame rate or size")
+        if tb is None:
+            raise DataError(uri, "video stream without time base")
+        pts: list[int] = []
+        keyframes: list[tuple[int, int]] = []
+        exact = True
+        try:
+            for p in c.demux(s):
+                if p.size == 0:
+                    continue
+                if p.pts is None:
+                    exact = False
+                    pts.append(len(pts))
+                    continue
+                if p.is_keyframe:
+                    keyframes.append((int(p.pts), int(p.dts if p.dts is not None else p.pts)))
+                if not p.is_discard:
+                    pts.append(int(p.pts))
+        except av.FFmpegError as e:
+            raise DataError(uri, f"unreadable while demuxing: {e}") from None
+        if not pts:
+            raise DataError(uri, "no video frames")
+        sorted_pts = sorted(pts)
+        if len(set(sorted_pts)) != len(sorted_pts) or not keyframes:
+            exact = False
+        return VideoInfo(
+            uri=str(uri),
+            video_id=video_id or video_id_for(uri),
+            width=int(cc.width),
+            height=int(cc.height),
+            fps=float(rate),
+            rate=f"{rate.numerator}/{rate.denominator}",
+            time_base=f"{tb.numerator}/{tb.denominator}",
+            codec=cc.name,
+            exact=exact,
+            frame_pts=sorted_pts if exact else [],
+            keyframes=keyframes if exact else [],
+            frame_count=len(sorted_pts),
+        )
+
+
+def load_or_probe(uri: str, video_id: str, cache: str | None) -> VideoInfo:
+    """The cached probe at `cache` (json) when it is for the same uri, else probe and save it."""
+    from playerseg.io import exists, read_json
+
+    if cache and exists(cache):
+        with contextlib.suppress(Exception):
+            info = VideoInfo.from_json(read_json(cache))
+            if info.uri == str(uri) and info.video_id == video_id:
+                return info
+    info = probe(uri, video_id)
+    if cache:
+        info.save(cache)
+    return info
+
+
+def dumps(info: VideoInfo) -> str:
+    return json.dumps(info.to_json())

@@ -1,0 +1,286 @@
+"""`playerseg render`: an H.264 mp4 of frames with predicted instances drawn, encoded in parallel
+segments on Ray and joined without re-encoding.
+
+    playerseg render match.mp4 --predictions preds.parquet --out match_pred.mp4 --labels
+    playerseg render frames/match/ --predictions p.parquet --ground-truth gt.parquet --mode side-by-side
+
+Frames come from a video (decoded by segments), an `extract` folder of images (fps from its
+_video.json) or extracted Parquet frames. Predictions follow `schema.PREDICTION_SCHEMA` (extra
+columns ignored): players are filled per team (or per instance) with outlines, LED boards tinted.
+The output has the source's fps and frame count.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Iterator, Literal
+
+import cv2
+import numpy as np
+
+from playerseg import config as cfgmod
+from playerseg.data.errors import DataError
+from playerseg.io import exists, read_json
+from playerseg.metrics import rle
+from playerseg.video.schema import prediction_rle
+
+log = logging.getLogger(__name__)
+
+TEAM_COLOURS = {0: (230, 57, 70), 1: (69, 123, 237), 2: (255, 209, 102), 3: (6, 214, 160)}  # RGB
+INSTANCE_COLOURS = [(230, 57, 70), (69, 123, 237), (255, 209, 102), (6, 214, 160), (155, 93, 229),
+                    (241, 91, 181), (0, 187, 249), (254, 228, 64), (0, 245, 212), (255, 127, 80)]
+LED_TINT = (255, 0, 255)
+
+
+@dataclass
+class RenderConfig:
+    source: str = ""  # video file, folder of extracted images, or frames Parquet (file/folder)
+    out: str = "render.mp4"
+    predictions: str | None = None  # Parquet (file or folder), PREDICTION_SCHEMA
+    ground_truth: str | None = None  # same schema; shown as a third panel
+    video_id: str | None = None  # which video of the Parquet files (default: the only one)
+    mode: Literal["overlay", "side-by-side"] = "overlay"
+    color_by: Literal["team", "instance"] = "team"
+    labels: bool = False
+    alpha: float = 0.45
+    min_score: float = 0.0
+    fps: float | None = None  # default: the source's
+    segment_seconds: float = 10.0
+    crf: int = 20
+    preset: str = "veryfast"
+    num_cpus: float = 1.0
+    concurrency: int | None = None
+    address: str | None = None
+
+
+# ----------------------------------------------------------------------------- drawing
+def instance_colour(inst: dict, color_by: str) -> tuple[int, int, int]:
+    team = inst.get("team")
+    if color_by == "team" and team is not None and team >= 0:
+        return TEAM_COLOURS.get(int(team), INSTANCE_COLOURS[int(team) % len(INSTANCE_COLOURS)])
+    return INSTANCE_COLOURS[int(inst.get("instance_id") or 0) % len(INSTANCE_COLOURS)]
+
+
+def draw_instances(image: np.ndarray, instances: list[dict], color_by: str = "team", labels: bool = False,
+                   alpha: float = 0.45) -> np.ndarray:
+    """RGB image with instances (prediction rows) drawn: players filled + outlined, boards tinted."""
+    out = image.copy()
+    h, w = out.shape[:2]
+    for inst in sorted(instances, key=lambda r: r.get("class") != "led_board"):  # boards under players
+        mask = rle.decode(prediction_rle(inst))
+        if mask.shape != (h, w):
+            mask = cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+        board = inst.get("class") == "led_board"
+        colour = LED_TINT if board else instance_colour(inst, color_by)
+        a = alpha * 0.7 if board else alpha
+        out[mask] = (out[mask] * (1 - a) + np.array(colour) * a).astype(np.uint8)
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(out, contours, -1, colour, 1 if board else 2, cv2.LINE_AA)
+        if labels and contours:
+            x, y, _, _ = cv2.boundingRect(np.concatenate(contours))
+            text = str(inst.get("class", ""))[:6]
+            if inst.get("instance_id") is not None:
+                text += f" {inst['instance_id']}"
+            if inst.get("score") is not None:
+                text += f" {inst['score']:.2f}"
+            cv2.putText(out, text, (x, max(10, y - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, cv2.LINE_AA)
+    return out
+
+
+def _titled(img: np.ndarray, title: str) -> np.ndarray:
+    img = img.copy()
+    cv2.putText(img, title, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2, cv2.LINE_AA)
+    return img
+
+
+def compose(frame: np.ndarray, pred: list[dict] | None, gt: list[dict] | None, cfg: RenderConfig) -> np.ndarray:
+    """The output picture of one frame: overlay, or frame | prediction [| ground truth]."""
+    drawn = draw_instances(frame, pred or [], cfg.color_by, cfg.labels, cfg.alpha)
+    if cfg.mode == "overlay":
+        img = drawn
+    else:
+        panels = [_titled(frame, "frame"), _titled(drawn, "prediction")]
+        if gt is not None:
+            panels.append(_titled(draw_instances(frame, gt, cfg.color_by, cfg.labels, cfg.alpha), "ground truth"))
+        img = np.concatenate(panels, axis=1)
+    h, w = img.shape[:2]
+    if h % 2 or w % 2:  # yuv420p needs even sizes
+        img = cv2.copyMakeBorder(img, 0, h % 2, 0, w % 2, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+    return img
+
+
+# ----------------------------------------------------------------------------- predictions
+def load_instances(path: str | None, video_id: str, start: int, end: int, min_score: float = 0.0) -> dict[int, list[dict]] | None:
+    """frame_index -> prediction rows for frames start..end-1 of `video_id` (None without a path)."""
+    if not path:
+        return None
+    import pyarrow.dataset as pads
+
+    ds = pads.dataset(path, format="parquet")
+    want = ["frame_index", "class", "mask_rle_size", "mask_rle_counts", "instance_id", "score", "team"]
+    cols = [c for c in want if c in ds.schema.names]
+    missing = {"video_id", "frame_index", "class", "mask_rle_size", "mask_rle_counts"} - set(ds.schema.names)
+    if missing:
+        raise DataError(path, f"predictions lack column(s) {sorted(missing)}")
+    f = (pads.field("video_id") == video_id) & (pads.field("frame_index") >= start) & (pads.field("frame_index") < end)
+    out: dict[int, list[dict]] = {}
+    for row in ds.to_table(columns=cols, filter=f).to_pylist():
+        if row.get("score") is not None and row["score"] < min_score:
+            continue
+        out.setdefault(int(row["frame_index"]), []).append(row)
+    return out
+
+
+# ----------------------------------------------------------------------------- frame sources
+@dataclass
+class Chunk:
+    start: int
+    end: int
+    spec: dict = field(default_factory=dict)  # kind-specific: a segment, image files, parquet files
+
+
+def open_source(cfg: RenderConfig) -> tuple[str, str, str, list[Chunk]]:
+    """(kind, video_id, fps as 'num/den' or float string, chunks of consecutive frames)."""
+    from playerseg.video.probe import VIDEO_EXTENSIONS, probe, video_id_for
+    from playerseg.video.segments import plan_segments
+
+    src = cfg.source.rstrip("/")
+    if src.lower().endswith(VIDEO_EXTENSIONS):
+        info = probe(src, cfg.video_id or video_id_for(src))
+        segs = plan_segments(info, cfg.segment_seconds)
+        return "video", info.video_id, info.rate, [Chunk(s.start, s.end, {"segment": s.to_json()}) for s in segs]
+    if os.path.isdir(src) and (glob.glob(f"{src}/*.jpg") or glob.glob(f"{src}/*.png")):
+        files = sorted(glob.glob(f"{src}/*.jpg") + glob.glob(f"{src}/*.png"))
+        meta = read_json(f"{src}/_video.json") if exists(f"{src}/_video.json") else {}
+        vid = cfg.video_id or meta.get("video_id") or os.path.basename(src)
+        fps = str(cfg.fps or meta.get("rate") or 25)
+        per = max(1, round(cfg.segment_seconds * float(eval_rate(fps))))
+        chunks = [Chunk(i, min(i + per, len(files)), {"files": files[i : i + per]}) for i in range(0, len(files), per)]
+        return "images", vid, fps, chunks
+    files = sorted(glob.glob(f"{src}/**/*.parquet", recursive=True)) if os.path.isdir(src) else [src]
+    if not files or not files[0].endswith(".parquet"):
+        raise DataError(cfg.source, "not a video, a folder of images or frames Parquet")
+    import pyarrow.parquet as pq
+
+    ids = set()
+    for f in files:
+        ids |= set(pq.read_table(f, columns=["video_id"]).column("video_id").unique().to_pylist())
+    if cfg.video_id is None and len(ids) != 1:
+        raise DataError(cfg.source, f"frames of {len(ids)} videos: pick one with --video-id ({sorted(ids)[:5]})")
+    vid = cfg.video_id or ids.pop()
+    meta_path = f"{os.path.dirname(files[0])}/_video.json"
+    fps = str(cfg.fps or (read_json(meta_path).get("rate") if exists(meta_path) else 25))
+    chunks = []
+    for f in files:
+        t = pq.read_table(f, columns=["video_id", "frame_index"])
+        idx = [i for v, i in zip(t.column("video_id").to_pylist(), t.column("frame_index").to_pylist()) if v == vid]
+        if idx:
+            chunks.append(Chunk(min(idx), max(idx) + 1, {"parquet": f}))
+    return "parquet", vid, fps, sorted(chunks, key=lambda c: c.start)
+
+
+def eval_rate(rate: str) -> float:
+    from fractions import Fraction
+
+    return float(Fraction(rate)) if "/" in rate else float(rate)
+
+
+def read_chunk(kind: str, chunk: Chunk, video_id: str) -> Iterator[tuple[int, np.ndarray]]:
+    """(frame_index, RGB image) of one chunk, in order."""
+    if kind == "video":
+        from playerseg.video.segments import Segment, decode_segment
+
+        for f in decode_segment(Segment.from_json(chunk.spec["segment"])):
+            yield f.frame_index, f.image
+    elif kind == "images":
+        for i, path in enumerate(chunk.spec["files"]):
+            img = cv2.imread(path, cv2.IMREAD_COLOR)
+            if img is None:
+                raise DataError(path, "unreadable image")
+            stem = os.path.splitext(os.path.basename(path))[0]
+            yield (int(stem) if stem.isdigit() else chunk.start + i), cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    else:
+        import pyarrow.parquet as pq
+
+        t = pq.read_table(chunk.spec["parquet"], columns=["video_id", "frame_index", "image"])
+        rows = sorted((r for r in t.to_pylist() if r["video_id"] == video_id), key=lambda r: r["frame_index"])
+        for r in rows:
+            img = cv2.imdecode(np.frombuffer(r["image"], np.uint8), cv2.IMREAD_COLOR)
+            yield r["frame_index"], cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+# ----------------------------------------------------------------------------- the job
+def render_chunk(kind: str, chunk: Chunk, video_id: str, fps: str, path: str, cfg: RenderConfig) -> int:
+    from playerseg.video.encode import encode_frames
+
+    pred = load_instances(cfg.predictions, video_id, chunk.start, chunk.end, cfg.min_score)
+    gt = load_instances(cfg.ground_truth, video_id, chunk.start, chunk.end)
+    pictures = (
+        compose(img, (pred or {}).get(i, []), None if gt is None else gt.get(i, []), cfg)
+        for i, img in read_chunk(kind, chunk, video_id)
+    )
+    return encode_frames(pictures, path, fps, cfg.crf, cfg.preset)
+
+
+def run_render(cfg: RenderConfig) -> dict:
+    import ray
+
+    from playerseg.video.encode import concat, remove_quietly, video_stats
+    from playerseg.video.source import init_ray
+
+    if not cfg.source:
+        raise cfgmod.ConfigError("render: no source given")
+    init_ray(cfg.address)
+    kind, vid, fps, chunks = open_source(cfg)
+    opts = {k: getattr(cfg, k) for k in ("predictions", "ground_truth", "mode", "color_by", "labels", "alpha", "min_score", "crf", "preset")}
+    tag = hashlib.sha1(json.dumps([opts, fps]).encode()).hexdigest()[:8]
+    parts_dir = f"{cfg.out}.parts"
+    parts = [f"{parts_dir}/{tag}-{c.start:06d}-{c.end:06d}.mp4" for c in chunks]
+    todo = [{"chunk": json.dumps(c.__dict__), "path": p} for c, p in zip(chunks, parts) if not exists(p)]
+    log.info("render %s (%s, %s fps): %d segments, %d to encode", vid, kind, fps, len(chunks), len(todo))
+
+    def _task(row: dict) -> dict:
+        c = Chunk(**json.loads(row["chunk"]))
+        return {"path": row["path"], "frames": render_chunk(kind, c, vid, fps, row["path"], cfg)}
+
+    if todo:
+        ds = ray.data.from_items(todo, override_num_blocks=len(todo))
+        ds.map(_task, num_cpus=cfg.num_cpus, concurrency=cfg.concurrency).take_all()
+    concat(parts, cfg.out)
+    remove_quietly(parts)
+    if os.path.isdir(parts_dir) and not os.listdir(parts_dir):
+        os.rmdir(parts_dir)
+    stats = {"video_id": vid, "out": cfg.out, **video_stats(cfg.out)}
+    print(f"wrote {cfg.out}: {stats['frames']} frames, {stats['fps']:.3f} fps, {stats['width']}x{stats['height']}")
+    return stats
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", nargs="?", help="video, folder of extracted images, or frames Parquet")
+    p.add_argument("--out", help="output .mp4")
+    p.add_argument("--predictions", help="prediction Parquet (file or folder)")
+    p.add_argument("--ground-truth", help="ground-truth Parquet, same schema (third panel)")
+    p.add_argument("--video-id", help="which video of the Parquet files")
+    p.add_argument("--mode", choices=["overlay", "side-by-side"])
+    p.add_argument("--color-by", choices=["team", "instance"])
+    p.add_argument("--labels", action="store_true", default=None, help="draw class/id/score labels")
+    p.add_argument("--fps", type=float, help="output fps (default: the source's)")
+    p.add_argument("--segment-seconds", type=float)
+    p.add_argument("--num-cpus", type=float, help="CPUs per segment task")
+    p.add_argument("--concurrency", type=int)
+    p.add_argument("--address", help="Ray cluster address (default: local Ray)")
+    p.add_argument("--config", help="YAML config (RenderConfig)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], help="key=value override")
+
+
+def run(args: argparse.Namespace) -> int:
+    keys = ("source", "out", "predictions", "ground_truth", "video_id", "mode", "color_by", "labels", "fps",
+            "segment_seconds", "num_cpus", "concurrency", "address")
+    base = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    run_render(cfgmod.load(RenderConfig, args.config, args.overrides, base=base))
+    return 0
