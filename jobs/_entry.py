@@ -8,7 +8,8 @@ if _LIB.is_dir() and str(_LIB) not in sys.path:
     sys.path.insert(0, str(_LIB))
 
 
-def run(command: str) -> None:
+def run(*command: str) -> None:
+    """`run("train", "unet")` runs `playerseg train unet <the job's arguments>`."""
     from playerseg.cli import main
 
-    raise SystemExit(main([command, *sys.argv[1:]]))
+    raise SystemExit(main([*command, *sys.argv[1:]]))

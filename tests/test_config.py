@@ -93,3 +93,9 @@ def test_from_args_precedence(tmp_path):
     cfg = from_args(Cfg, args, {"lr": "optim.lr", "epochs": "epochs"})
     # file < --set < explicit flag; a flag not given (epochs) leaves --set's value
     assert cfg.optim.lr == 0.3 and cfg.epochs == 7 and cfg.optim.name == "sgd"
+
+
+def test_exponent_without_dot_is_a_float():
+    assert load(Cfg, overrides=["optim.lr=1e-3"]).optim.lr == 1e-3
+    with pytest.raises(ConfigError, match="lr"):
+        load(Cfg, overrides=["optim.lr=fast"])

@@ -13,9 +13,15 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, one-line help)  -- keep one line per command
+    "demo": ("playerseg.demo", "the whole pipeline on this machine: local Ray, sample clips, model, inference, overlay video"),
+    "infer": ("playerseg.infer.infer_cmd", "segment players / LED boards in videos on Ray: instances to Parquet + COCO JSON"),
+    "cluster": ("playerseg.players.cluster_cmd", "team assignment (k-means on player embeddings) and LED / truncated / merged flags, written into inference outputs"),
     "extract": ("playerseg.video.extract", "frames of videos as JPEG/PNG files or Parquet rows (Ray, sharded)"),
     "render": ("playerseg.video.render", "H.264 mp4 of frames with predicted players/LED boards drawn (Ray)"),
     "synth": ("playerseg.synth_cmd", "write a synthetic broadcast set (tests, benchmarks)"),
+    "evaluate": ("playerseg.evaluate", "evaluate a checkpoint on a dataset split: metrics, report, worst-frame gallery"),
+    "train": ("playerseg.train_cmd", "train a segmentation model as a Ray Train job (`playerseg train unet ...`)"),
+    "tune": ("playerseg.tune.tune_cmd", "hyperparameter sweep (Ray Tune, ASHA/PBT) over `playerseg train`: results table, best config + checkpoint"),
 }
 
 

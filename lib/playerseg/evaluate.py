@@ -1,0 +1,337 @@
+"""`playerseg evaluate`: a checkpoint on a dataset split -> metrics, a Markdown report and a gallery
+of the worst frames.
+
+    playerseg evaluate --checkpoint runs/train/best --data-root ../shared/data/acme-football-semseg \
+        --split val --out runs/eval --tta --worst 8 [--config eval.yaml] [--set batch_size=2]
+
+Writes to `--out`:
+    report.md          per-class IoU / Dice / boundary F, players-over-LED IoU, instance AP, worst frames
+    metrics.json       the same numbers (NaN -> null), the config, per-image metrics, skipped inputs
+    worst_frames.png   image | prediction | truth | error map for the `--worst` lowest-ranked frames
+    detections.json    COCO results of the predicted instances (connected components per class)
+
+Semantic metrics are those of `playerseg.metrics.semantic.SegmentationMeter`; instance AP comes
+from the connected components of each predicted class (`semantic_to_detections`) against the
+reader's instances (mask AP where every instance has a mask, box AP always), each component
+scored by its mean class probability (`Segmenter.predict_proba`). Frames are ranked by
+`rank_by` (default players-over-LED IoU, falling back to player IoU where a frame has no board),
+lowest first: the frames where players merge with the boards. `metrics.json` is written last and
+records the config: a re-run with the same config finds it and skips the work (`overwrite=true`
+redoes it). Bad samples are skipped and listed in the report.
+"""
+from __future__ import annotations
+
+import argparse
+import heapq
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from playerseg import config as config_lib
+from playerseg.classes import TaskClasses
+from playerseg.data.errors import Failures
+from playerseg.data.reader import Subset, join
+from playerseg.data.registry import DataConfig
+from playerseg.data.sample import Sample
+from playerseg.metrics.instance import InstanceMeter, semantic_to_detections
+from playerseg.metrics.semantic import SegmentationMeter
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "all")
+
+
+@dataclass
+class EvaluateConfig:
+    checkpoint: str = ""  # path (or fsspec URI) that Segmenter.load reads
+    data: DataConfig = field(default_factory=DataConfig)  # `classes` is taken from the checkpoint
+    split: str = "val"  # train | val | all
+    out: str = "runs/evaluate"
+    tta: bool = False  # test-time augmentation in Segmenter.predict
+    batch_size: int = 4
+    device: str = ""  # "" = cuda if available, else cpu
+    max_samples: int = 0  # 0 = the whole split
+    worst: int = 8  # frames in the gallery
+    rank_by: str = "players_over_led_iou"  # per-image metric key; lowest first
+    led_radius: float = 15.0  # players-over-LED region radius, px at `reference_height`
+    boundary_tol: float = 2.0  # boundary F tolerance, px at `reference_height`
+    reference_height: int = 1080
+    min_instance_area: int = 16  # px; smaller predicted components are not instances
+    tile_width: int = 480  # px per gallery tile
+    overwrite: bool = False
+
+
+class Evaluation:
+    """Streams (sample, prediction) pairs into the metrics; keeps only the worst frames' pictures."""
+
+    def __init__(self, classes: TaskClasses, cfg: EvaluateConfig | None = None):
+        self.classes = classes
+        self.cfg = cfg = cfg or EvaluateConfig()
+        self.semantic = SegmentationMeter(classes, cfg.led_radius, cfg.boundary_tol, cfg.reference_height)
+        self.instances = InstanceMeter(classes)
+        self.detections: list[dict] = []
+        self.num_images = 0
+        self._worst: list[tuple] = []  # heap of (-value, -order, id, row, panel): the highest value on top
+        if cfg.rank_by not in self.semantic.keys():
+            raise ValueError(f"rank_by {cfg.rank_by!r} is not a per-image metric; use one of {self.semantic.keys()}")
+
+    def add(self, sample: Sample, pred: np.ndarray, proba: np.ndarray | None = None) -> None:
+        """One frame: `pred` HxW class ids; `proba` (C x H x W) scores the instances when given."""
+        if pred.shape != sample.image.shape[:2]:
+            raise ValueError(f"{sample.path or sample.id}: prediction is {pred.shape}, image {sample.image.shape[:2]}")
+        row = self.semantic.update(pred, sample.semantic, ids=[sample.id])[0] if sample.semantic is not None else None
+        self.num_images += 1  # counted once its labels were accepted
+        if row is not None:
+            self._rank(sample, pred, row)
+        self.instances.add_ground_truth(sample)
+        for cid in range(1, len(self.classes)):
+            dets = semantic_to_detections(pred, cid, sample.id, self.cfg.min_instance_area,
+                                          score_map=None if proba is None else proba[cid])
+            self.instances.add_detections(dets)
+            self.detections += dets
+
+    def _rank(self, sample: Sample, pred: np.ndarray, row: dict) -> None:
+        value = row[self.cfg.rank_by]
+        if math.isnan(value):
+            value = row.get("iou/player", math.nan)
+        if math.isnan(value) or self.cfg.worst <= 0:
+            return
+        if len(self._worst) >= self.cfg.worst and -self._worst[0][0] <= value:
+            return  # not worse than any kept frame: draw nothing
+        from playerseg.viz import panel
+
+        title = f"{sample.id}  {self.cfg.rank_by}={value:.3f}"
+        picture = panel(sample.image, pred, sample.semantic, self.classes, title, self.cfg.tile_width)
+        heapq.heappush(self._worst, (-value, -self.num_images, sample.id, row, picture))
+        if len(self._worst) > self.cfg.worst:
+            heapq.heappop(self._worst)
+
+    def worst(self) -> list[tuple[str, float, dict, np.ndarray]]:
+        """(id, rank value, per-image metrics, panel) of the worst frames, worst first."""
+        return [(i, -v, row, pic) for v, _, i, row, pic in sorted(self._worst, key=lambda t: (-t[0], -t[1]))]
+
+    def results(self, failures: Failures | None = None) -> dict:
+        instance = {"bbox": self.instances.compute("bbox", per_class=True)}
+        if self.instances.all_masks:
+            instance = {"segm": self.instances.compute("segm", per_class=True), **instance}
+        return {
+            "classes": list(self.classes.names),
+            "num_images": self.num_images,
+            "num_semantic": len(self.semantic),
+            "semantic": self.semantic.compute(),
+            "semantic_image_mean": self.semantic.compute_image_mean(),
+            "instance": instance,
+            "worst": [{"id": i, "value": v, "metrics": row} for i, v, row, _ in self.worst()],
+            "per_image": [dict(row, id=i) for i, row in zip(self.semantic.image_ids, self.semantic.per_image())],
+            "failures": [{"what": w, "error": e} for w, e in (failures.items if failures else [])],
+        }
+
+
+def evaluate_pairs(pairs: Iterable[tuple], classes: TaskClasses, cfg: EvaluateConfig | None = None,
+                   failures: Failures | None = None) -> tuple[dict, Evaluation]:
+    """Metrics of (sample, HxW class-id prediction[, CxHxW probabilities]) tuples:
+    (results dict, the Evaluation, which holds the worst frames' pictures and the detections)."""
+    ev = Evaluation(classes, cfg)
+    for sample, pred, *proba in pairs:
+        ev.add(sample, np.asarray(pred), proba[0] if proba else None)
+    return ev.results(failures), ev
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _fmt(v) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+
+def render_report(results: dict, classes: TaskClasses, cfg: EvaluateConfig, gallery: str | None) -> str:
+    sem, mean = results["semantic"], results["semantic_image_mean"]
+    lines = [
+        f"# Evaluation of `{cfg.checkpoint or '(predictions)'}`",
+        "",
+        f"Split `{cfg.split}` of `{cfg.data.root}` (format `{cfg.data.format}`): {results['num_images']} frames "
+        f"evaluated ({results['num_semantic']} with semantic labels), {len(results['failures'])} skipped. "
+        f"Test-time augmentation: {'on' if cfg.tta else 'off'}.",
+        "",
+        "## Semantic segmentation",
+        "",
+        "Dataset-level values come from the confusion matrix summed over all frames; *per-frame mean* "
+        "averages frames where the class appears in truth or prediction. Boundary F: tolerance "
+        f"{cfg.boundary_tol:g} px at {cfg.reference_height}p.",
+        "",
+        "| class | IoU | Dice | boundary F | IoU (per-frame mean) | Dice (per-frame mean) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for i, n in enumerate(classes.names):
+        bf = sem.get(f"boundary_f/{n}")
+        lines.append(f"| {n} | {_fmt(sem[f'iou/{n}'])} | {_fmt(sem[f'dice/{n}'])} | {_fmt(bf) if i else ''} | "
+                     f"{_fmt(mean[f'iou/{n}'])} | {_fmt(mean[f'dice/{n}'])} |")
+    lines += [
+        "",
+        f"**mIoU** (non-background classes): {_fmt(sem['miou'])}  ",
+        f"**Players over LED boards IoU** (player IoU within {cfg.led_radius:g} px at {cfg.reference_height}p "
+        f"of a true board): {_fmt(sem['players_over_led_iou'])} (per-frame mean "
+        f"{_fmt(mean['players_over_led_iou'])})",
+        "",
+        "## Instances",
+        "",
+        f"Predicted instances are the connected components (8-connected, at least {cfg.min_instance_area} px) "
+        "of each predicted class; COCO AP at IoU .50:.95, all areas.",
+        "",
+        "| | AP | AP50 | AP75 | " + " | ".join(f"AP {n}" for n in classes.names[1:]) + " |",
+        "| --- | ---: | ---: | ---: | " + " | ".join("---:" for _ in classes.names[1:]) + " |",
+    ]
+    for kind, ap in results["instance"].items():
+        per = " | ".join(_fmt(ap.get(f"AP/{n}")) for n in classes.names[1:])
+        lines.append(f"| {'mask' if kind == 'segm' else 'box'} | {_fmt(ap['AP'])} | {_fmt(ap['AP50'])} | "
+                     f"{_fmt(ap['AP75'])} | {per} |")
+    lines += ["", f"## Worst frames (lowest `{cfg.rank_by}`)", ""]
+    if results["worst"]:
+        if gallery:
+            lines += [f"![worst frames]({gallery})", "",
+                      "Columns: image | prediction | truth | error map (green correct, red false positive, "
+                      "blue missed, yellow wrong class e.g. player taken for board, grey unlabelled).", ""]
+        lines += ["| rank | frame | value | players over LED | player IoU | LED IoU | player boundary F |",
+                  "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+        for k, w in enumerate(results["worst"], 1):
+            m = w["metrics"]
+            lines.append(f"| {k} | {w['id']} | {_fmt(w['value'])} | {_fmt(m.get('players_over_led_iou'))} | "
+                         f"{_fmt(m.get('iou/player'))} | {_fmt(m.get('iou/led_board'))} | "
+                         f"{_fmt(m.get('boundary_f/player'))} |")
+    else:
+        lines.append("No frame could be ranked.")
+    lines += ["", "## Skipped inputs", ""]
+    lines += [f"- {f['what']}: {f['error']}" for f in results["failures"]] or ["None."]
+    return "\n".join(lines) + "\n"
+
+
+def _json_safe(obj):
+    if isinstance(obj, float):
+        return None if math.isnan(obj) else obj
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def write_outputs(results: dict, ev: Evaluation, cfg: EvaluateConfig, out: str, config: dict | None = None) -> None:
+    """report.md, worst_frames.png, detections.json, then metrics.json (the done marker) with
+    `config` (default: `cfg` as it is) recorded."""
+    from playerseg.io import write_bytes_atomic, write_json_atomic
+    from playerseg.metrics.instance import write_coco_results
+    from playerseg.viz import grid, save_png
+
+    worst = ev.worst()
+    gallery = None
+    if worst:
+        gallery = "worst_frames.png"
+        save_png(join(out, gallery), grid([pic for *_, pic in worst]))
+    write_coco_results(join(out, "detections.json"), ev.detections)
+    write_bytes_atomic(join(out, "report.md"), render_report(results, ev.classes, cfg, gallery).encode())
+    write_json_atomic(join(out, "metrics.json"), _json_safe({**results, "config": config or config_lib.to_dict(cfg)}))
+
+
+# --------------------------------------------------------------------------- the job
+
+
+def _batches(samples: Iterable[Sample], size: int) -> Iterator[list[Sample]]:
+    """Consecutive samples in lists of at most `size`, all of one frame size (so they stack)."""
+    batch: list[Sample] = []
+    for s in samples:
+        if batch and (len(batch) >= size or s.image.shape != batch[0].image.shape):
+            yield batch
+            batch = []
+        batch.append(s)
+    if batch:
+        yield batch
+
+
+def evaluate(cfg: EvaluateConfig) -> dict:
+    """Run the checkpoint over the split and write the outputs; the results dict."""
+    from tqdm import tqdm
+
+    from playerseg.data.registry import build_reader, iter_samples
+    from playerseg.io import exists, read_json
+
+    if not cfg.checkpoint:
+        raise SystemExit("evaluate needs a checkpoint (--checkpoint)")
+    if cfg.split not in SPLITS:
+        raise SystemExit(f"unknown split {cfg.split!r}; use one of {SPLITS}")
+    if cfg.batch_size < 1:
+        raise SystemExit(f"batch_size must be at least 1, got {cfg.batch_size}")
+    requested = _json_safe(config_lib.to_dict(cfg))  # as asked, before classes come from the model
+    done = join(cfg.out, "metrics.json")
+    if not cfg.overwrite and exists(done):
+        previous = read_json(done)
+        if previous.get("config") == requested:
+            log.info("%s exists with this config: nothing to do (overwrite=true redoes it)", done)
+            return previous
+    from playerseg.models.segmenter import Segmenter  # torch: only when there is work
+
+    model = Segmenter.load(cfg.checkpoint, device=cfg.device or None)
+    classes = model.classes
+    cfg.data.classes = list(classes.names)  # the reader maps sources onto the model's label space
+    reader = build_reader(cfg.data, None if cfg.split == "all" else cfg.split)
+    if cfg.max_samples:
+        reader = Subset(reader, reader.keys()[: cfg.max_samples], cfg.split)
+    log.info("evaluating %s on %s (tta=%s)", cfg.checkpoint, reader, cfg.tta)
+    failures = Failures()
+    ev = Evaluation(classes, cfg)
+    with tqdm(total=len(reader), desc="evaluate", unit="frame") as bar:
+        for batch in _batches(iter_samples(reader, failures), cfg.batch_size):
+            images = np.stack([s.image for s in batch])
+            if hasattr(model, "predict_proba"):  # probabilities score the instances for AP
+                probas = model.predict_proba(images, tta=cfg.tta)
+                preds = probas.argmax(1).astype(np.uint8)
+            else:
+                probas, preds = [None] * len(batch), model.predict(images, tta=cfg.tta)
+            for s, p, pr in zip(batch, preds, probas):
+                try:
+                    ev.add(s, p, pr)
+                except ValueError as e:  # a label map that does not fit the model's classes
+                    failures.add(s.id, e)
+            bar.update(len(batch))
+        bar.update(len(reader) - bar.n)  # skipped frames
+    results = ev.results(failures)
+    write_outputs(results, ev, cfg, cfg.out, requested)
+    log.info("semantic: %s", {k: round(v, 4) for k, v in results["semantic"].items()})
+    log.info("instance: %s", results["instance"])
+    log.info("report: %s; %s", join(cfg.out, "report.md"), failures.summary())
+    return _json_safe({**results, "config": requested})
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML file of EvaluateConfig values")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set data.format=coco (repeatable)")
+    parser.add_argument("--checkpoint", help="model checkpoint (Segmenter.load)")
+    parser.add_argument("--data-root", help="dataset folder (data.root)")
+    parser.add_argument("--split", choices=SPLITS, help="which split to evaluate (default val)")
+    parser.add_argument("--out", help="output folder for report.md, metrics.json, worst_frames.png")
+    parser.add_argument("--tta", action="store_true", default=None, help="test-time augmentation on")
+    parser.add_argument("--worst", type=int, metavar="N", help="frames in the worst-frame gallery")
+    parser.add_argument("--batch-size", type=int, help="frames per model call")
+
+
+def config_from_args(args: argparse.Namespace) -> EvaluateConfig:
+    """Defaults, then `--config` file, then `--set` overrides, then the explicit flags."""
+    cfg = config_lib.load(EvaluateConfig, args.config, args.set)
+    for name, value in (("checkpoint", args.checkpoint), ("split", args.split), ("out", args.out),
+                        ("tta", args.tta), ("worst", args.worst), ("batch_size", args.batch_size)):
+        if value is not None:
+            setattr(cfg, name, value)
+    if args.data_root is not None:
+        cfg.data.root = args.data_root
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        cfg = config_from_args(args)
+    except config_lib.ConfigError as e:
+        raise SystemExit(f"config error: {e}") from None
+    results = evaluate(cfg)
+    return 0 if results.get("num_images") else 1

@@ -1,0 +1,1 @@
+"""Batch inference over match archives: decode -> model (actor pool) -> post-processing -> Parquet."""

@@ -1,0 +1,87 @@
+"""`playerseg infer`: segment players and LED boards in videos / frame folders / Parquet, on Ray.
+
+    playerseg infer ../shared/data/videos --model models/unet_effl0_acme --output outputs/infer
+    playerseg infer s3://archive/2024/ --model s3://runs/unet/best --set resources.gpus_per_actor=0.5 \
+        --address auto
+    playerseg render outputs/infer/predictions ...      # overlay video of the results
+
+Outputs (see `playerseg.infer.writer`): predictions/ (one row per instance, COCO RLE at source
+size), frames/ (per-frame class fractions), coco_results.json, summary.json. A re-run skips the
+segments already written; the job ends with a summary of what failed (exit status 1 if any).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+from playerseg.config import load
+from playerseg.infer.pipeline import InferConfig
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="*", help="videos, folders, frame folders, Parquet files (paths or URIs)")
+    p.add_argument("--model", help="model / checkpoint / training run folder, exported model.ts, or a SAM "
+                   "head checkpoint sam_trained.pt (path or URI)")
+    p.add_argument("--output", help="output folder (path or URI); default outputs/infer")
+    p.add_argument("--config", help="YAML file of InferConfig values")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. resources.batch_size=8 (repeatable)")
+    p.add_argument("--actors", type=int, help="model actors (resources.actors; 0 = fill the cluster)")
+    p.add_argument("--gpus-per-actor", type=float, help="GPUs per model actor, fractional allowed")
+    p.add_argument("--cpus-per-actor", type=float, help="CPUs per model actor (= its torch threads)")
+    p.add_argument("--batch-size", type=int, help="frames per model call")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation (flip + scales)")
+    p.add_argument("--sam-checkpoint", help="refine instances with SAM from these weights")
+    p.add_argument("--sam-model-type", help="vit_b | vit_l | vit_h (| tiny_untrained for tests)")
+    p.add_argument("--address", help="Ray cluster address (default: running cluster or local Ray)")
+    p.add_argument("--overwrite", action="store_true", help="discard existing outputs and start over")
+
+
+def config_from_args(args) -> InferConfig:
+    base: dict = {"resources": {}, "sam": {}}
+    if args.inputs:
+        base["inputs"] = list(args.inputs)
+    for key, value in (("model", args.model), ("output", args.output)):
+        if value:
+            base[key] = value
+    if args.tta:
+        base["tta"] = True
+    for key, value in (("actors", args.actors), ("gpus_per_actor", args.gpus_per_actor),
+                       ("cpus_per_actor", args.cpus_per_actor), ("batch_size", args.batch_size)):
+        if value is not None:
+            base["resources"][key] = value
+    if args.sam_checkpoint:
+        base["sam"]["checkpoint"] = args.sam_checkpoint
+    if args.sam_model_type:
+        base["sam"]["model_type"] = args.sam_model_type
+    return load(InferConfig, args.config, args.set, base=base)
+
+
+def print_summary(summary: dict) -> None:
+    print(f"\ninference: {summary['frames_written']} frames, {summary['instances_written']} instances "
+          f"in {summary['wall_seconds']} s ({summary['frames_per_second']} frames/s); "
+          f"units written {summary['units_written']}, skipped (done before) {summary['units_skipped']}, "
+          f"failed {len(summary['units_failed'])}")
+    print(f"  predictions : {summary['predictions']}")
+    print(f"  frame stats : {summary['frames']}")
+    print(f"  COCO results: {summary['coco_results']}")
+    print(f"  summary     : {summary['output']}/summary.json")
+    if summary["failures"]:
+        print(f"{len(summary['failures'])} failure(s):")
+        for f in summary["failures"]:
+            print(f"  - {f['what']}: {f['error']}")
+
+
+def run(args) -> int:
+    from playerseg.infer.pipeline import run_inference
+    from playerseg.video.source import init_ray
+
+    cfg = config_from_args(args)
+    init_ray(args.address)
+    summary = run_inference(cfg, overwrite=args.overwrite)
+    print_summary(summary)
+    log.debug("%s", json.dumps(summary, indent=2))
+    return 1 if summary["failures"] else 0

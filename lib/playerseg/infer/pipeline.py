@@ -1,0 +1,393 @@
+"""`playerseg infer`: one streaming Ray Data dataset from match archives to prediction Parquet.
+
+    units (video segments / frame runs / Parquet row groups; finished ones skipped)
+      -> decode + resize to model resolution      tasks, `decode_cpus` each
+      -> model                                    actor pool: `actors` x (`cpus_per_actor`,
+                                                  `gpus_per_actor`), torch threads = its CPUs,
+                                                  `batch_size` frames a call
+      -> post-processing (+ SAM refinement)       inside the model actor on CPU; tasks
+                                                  (`postprocess_cpus`) beside GPU actors; an actor
+                                                  pool when SAM refines (SAM loaded once)
+      -> driver: part file per unit + done marker (`writer.UnitWriter`)
+
+Frames are resized by the model's own `Preprocess` (scale, interpolation) in the decode task, so
+full-size frames never travel; the model then runs at scale 1 on them, probabilities stay at model
+resolution (float16 between model and post-processing, wherever that runs),
+post-processing runs there and instance masks are mapped back to the source size for RLE.
+Resources are parameters: the same job runs on a laptop (2 CPUs) and on a GPU cluster.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from playerseg.classes import TaskClasses
+from playerseg.infer.postprocess import PostprocessConfig, class_fractions, instance_records, postprocess
+from playerseg.infer.sources import Unit, plan_units, read_unit
+from playerseg.infer.writer import UnitWriter, check_run, is_done
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ResourcesConfig:
+    actors: int = 0  # model replicas; 0 = fill the cluster: GPUs / gpus_per_actor, else one per spare CPU
+    cpus_per_actor: float = 0.0  # 0 = 1 beside a GPU, else the spare CPUs shared by the actors; fractions ok
+    gpus_per_actor: float = -1.0  # -1 = 1 when the cluster has GPUs, else 0; fractional allowed
+    torch_threads: int = 0  # 0 = round(cpus_per_actor), at least 1 (never more threads than cores)
+    batch_size: int = 4  # frames per model call
+    decode_cpus: float = 0.25
+    decode_threads: int = 1  # codec threads per decode task
+    postprocess_cpus: float = 0.25
+    postprocess_in_actor: bool | None = None  # None = inside CPU actors, as tasks beside GPU actors
+
+
+@dataclass
+class SamConfig:
+    checkpoint: str = ""  # SAM weights (path or URI); "" = no SAM refinement
+    model_type: str = "vit_b"
+    classes: list[str] = field(default_factory=lambda: ["player"])  # instances refined by SAM
+    num_gpus: float = 0.0
+    cpus: float = 0.5
+
+
+@dataclass
+class InferConfig:
+    model: str = ""  # model / checkpoint / run folder written by training (local path or URI)
+    inputs: list[str] = field(default_factory=list)  # videos, folders, frame folders, Parquet files
+    output: str = "outputs/infer"
+    segment_seconds: float = 10.0  # unit of work, resume and output part files
+    segment_frames: int = 0  # > 0 overrides segment_seconds
+    every: int = 1  # keep every Nth frame
+    fps: float | None = None  # keep at most this many frames per second
+    tta: bool = False  # test-time augmentation (flip + scales) inside the model
+    image_id: str = "{video_id}/{frame_index}"  # COCO results image_id template
+    device: str = ""  # "" = cuda when the actor has a GPU, else cpu
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    sam: SamConfig = field(default_factory=SamConfig)
+
+
+# ---- stages -------------------------------------------------------------------------------
+def decode_unit(row: dict, scale: float, threads: int = 1) -> Iterator[dict]:
+    """A unit's frames resized by `scale` (as the model's `Preprocess.resize`); a failure yields
+    one error row naming the problem."""
+    unit = Unit.from_json(row["unit"])
+    base = {"unit": unit.key, "video_id": unit.group, "frame_index": -1, "pts_seconds": 0.0,
+            "width": 0, "height": 0, "error": ""}
+    try:
+        for f in read_unit(unit, threads):
+            h, w = f.image.shape[:2]
+            yield {**base, "video_id": f.video_id, "frame_index": f.frame_index, "pts_seconds": f.pts_seconds,
+                   "width": w, "height": h, "image": resize_like_model(f.image, scale)}
+    except Exception as e:  # a bad input is reported by the driver, never kills the job
+        log.error("unit %s failed: %s", unit.key, e)
+        yield {**base, "image": np.zeros((1, 1, 3), np.uint8), "error": f"{type(e).__name__}: {e}"}
+
+
+def resize_like_model(image: np.ndarray, scale: float) -> np.ndarray:
+    """`models.segmenter.Preprocess(scale).resize`, without importing torch: decode workers stay
+    ~700 MiB smaller (tests/test_infer.py checks the two agree)."""
+    import cv2
+
+    h, w = image.shape[:2]
+    nh, nw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+    if (nh, nw) == (h, w):
+        return image
+    return cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if nh < h else cv2.INTER_LINEAR)
+
+
+def _rows(batch: dict) -> list[dict]:
+    n = len(batch["unit"])
+    return [{k: v[i] for k, v in batch.items()} for i in range(n)]
+
+
+def _columns(rows: list[dict]) -> dict:
+    out = {k: [r[k] for r in rows] for k in rows[0]} if rows else {}
+    return {k: np.array(v) if k not in ("proba", "image") else v for k, v in out.items()}
+
+
+META = ("unit", "video_id", "frame_index", "pts_seconds", "width", "height", "error")
+
+
+def frame_result(row: dict, proba: np.ndarray, classes: TaskClasses, cfg: PostprocessConfig,
+                 refiner=None, image: np.ndarray | None = None) -> dict:
+    """Post-process one frame's probabilities into its output row (instances as JSON)."""
+    instances, semantic = postprocess(proba.astype(np.float32), classes, cfg)
+    if refiner is not None and image is not None:
+        instances = refiner(image, instances)
+    records = instance_records(instances, (int(row["height"]), int(row["width"])), classes)
+    return {**{k: row[k] for k in META}, "instances": json.dumps(records), "num_instances": len(records),
+            "fractions": json.dumps(class_fractions(semantic, classes))}
+
+
+def _empty_result(row: dict) -> dict:
+    return {**{k: row[k] for k in META}, "instances": "[]", "num_instances": 0, "fractions": "{}"}
+
+
+class Predictor:
+    """The model in an actor: probabilities of a batch of frames (grouped by size), optionally
+    post-processed right here (`postprocess` set)."""
+
+    def __init__(self, model: str, threads: int, tta: bool = False, device: str = "",
+                 postprocess_cfg: dict | None = None, keep_image: bool = False):
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+        self.segmenter = load_segmenter(model, device or None, model_resolution=True)
+        self.classes = self.segmenter.classes
+        self.tta = tta
+        self.keep_image = keep_image  # SAM refinement downstream needs the frame
+        self.post = dataclasses.replace(PostprocessConfig(), **postprocess_cfg) if postprocess_cfg is not None else None
+
+    def __call__(self, batch: dict) -> dict:
+        rows = _rows(batch)
+        ok = [i for i, r in enumerate(rows) if not r["error"]]
+        by_shape: dict[tuple, list[int]] = {}
+        for i in ok:
+            by_shape.setdefault(np.asarray(rows[i]["image"]).shape, []).append(i)
+        proba: dict[int, np.ndarray] = {}
+        for idx in by_shape.values():
+            self.segmenter.batch_size = len(idx)
+            out = self.segmenter.predict_proba(np.stack([rows[i]["image"] for i in idx]), tta=self.tta)
+            proba.update({i: p for i, p in zip(idx, out)})
+        if self.post is not None:
+            # float16 like the probabilities sent to a separate post-processing stage: same results
+            results = [frame_result(r, proba[i].astype(np.float16), self.classes, self.post) if i in proba
+                       else _empty_result(r)
+                       for i, r in enumerate(rows)]
+            return _columns(results)
+        out_rows = []
+        for i, r in enumerate(rows):
+            p = proba.get(i, np.zeros((len(self.classes), 1, 1), np.float32))
+            out_rows.append({**{k: r[k] for k in META}, "proba": p.astype(np.float16),
+                             **({"image": r["image"]} if self.keep_image else {})})
+        return _columns(out_rows)
+
+
+def postprocess_batch(batch: dict, class_names: list[str], cfg: dict) -> dict:
+    """Post-processing stage as a task: probabilities -> output rows."""
+    classes, post = TaskClasses(tuple(class_names)), dataclasses.replace(PostprocessConfig(), **cfg)
+    results = [frame_result(r, np.asarray(r["proba"]), classes, post) if not r["error"] else _empty_result(r)
+               for r in _rows(batch)]
+    return _columns(results)
+
+
+class SamPostprocessor:
+    """Post-processing with SAM refinement, as an actor (the SAM model is loaded once)."""
+
+    def __init__(self, class_names: list[str], cfg: dict, sam: dict):
+        from playerseg.infer.refine import SamInstanceRefiner
+
+        self.classes = TaskClasses(tuple(class_names))
+        self.post = dataclasses.replace(PostprocessConfig(), **cfg)
+        self.refiner = SamInstanceRefiner(SamConfig(**sam), self.classes)
+
+    def __call__(self, batch: dict) -> dict:
+        return _columns([
+            frame_result(r, np.asarray(r["proba"]), self.classes, self.post, self.refiner, np.asarray(r["image"]))
+            if not r["error"] else _empty_result(r)
+            for r in _rows(batch)])
+
+
+# ---- model loading ------------------------------------------------------------------------
+def load_segmenter(model: str, device: str | None = None, model_resolution: bool = False):
+    """The training jobs' model: a model / checkpoint / run folder (`Segmenter.load`, path or URI),
+    an exported TorchScript file (`model.ts`, with its `model.json` beside it), or a SAM
+    semantic-head checkpoint (`sam_trained.pt` of `playerseg train sam`, mode head).
+
+    `model_resolution=True`: frames arrive already resized by the model's scale (decode task), so
+    the model runs them at scale 1 (TTA scales stay relative to it).
+    """
+    from playerseg.models.segmenter import Segmenter
+
+    if not model:
+        raise ValueError("no model given: pass --model <model, checkpoint or run folder>")
+    if model.endswith(".onnx"):
+        raise ValueError(f"{model}: ONNX models need onnxruntime, which is not installed; "
+                         "use the model.ts (TorchScript) or the model folder exported beside it")
+    if model.endswith((".ts", ".torchscript")):
+        seg = _torchscript_segmenter(model, device)
+    elif model.endswith(".pt"):
+        seg = _sam_head_segmenter(model, device)
+    else:
+        seg = Segmenter.load(model, device=device)
+    if model_resolution:
+        seg.preprocess = dataclasses.replace(seg.preprocess, scale=1.0)
+    return seg
+
+
+def _sam_head_segmenter(path: str, device: str | None):
+    """A Segmenter around a SAM semantic-head checkpoint (`playerseg train sam --set sam.mode=head`):
+    frozen SAM encoder + head, same normalised input as the Unets; frames at half size (SAM
+    resizes to its own 1024 px input)."""
+    from playerseg.models.segmenter import Preprocess, Segmenter
+    from playerseg.sam.checkpoint import load_trained
+    from playerseg.sam.head import build_sam_head
+
+    state = load_trained(path)
+    if state.get("mode") != "head" or not state.get("head"):
+        raise ValueError(f"{path}: a SAM {state.get('mode')!r} checkpoint has no semantic head; "
+                         "use it for refinement (--sam-checkpoint) instead")
+    names = ((state.get("config") or {}).get("data") or {}).get("classes") or TaskClasses().names
+    model = build_sam_head(state["num_classes"], state["model_type"], state["base_checkpoint"], path,
+                           hidden=state.get("head_hidden") or 128)
+    return Segmenter(model, TaskClasses(tuple(names)), Preprocess(scale=0.5), device=device,
+                     meta={"format": "playerseg-sam-head", "path": path})
+
+
+def _torchscript_segmenter(path: str, device: str | None):
+    """A Segmenter around an exported TorchScript model; classes and preprocessing from model.json."""
+    import io
+    import posixpath
+
+    import fsspec
+    import torch
+
+    from playerseg.models.segmenter import META_FILE, Preprocess, Segmenter
+
+    with fsspec.open(path, "rb") as f:
+        module = torch.jit.load(io.BytesIO(f.read()), map_location="cpu")
+    with fsspec.open(posixpath.join(posixpath.dirname(path), META_FILE), "r") as f:
+        meta = json.load(f)
+    pre = meta["preprocess"]
+    preprocess = Preprocess(scale=pre["scale"], pad_multiple=pre["pad_multiple"], mean=tuple(pre["mean"]),
+                            std=tuple(pre["std"]))
+    return Segmenter(module, TaskClasses(tuple(meta["classes"])), preprocess,
+                     tta_scales=meta.get("tta_scales", (0.75, 1.0, 1.25)), device=device, meta=meta)
+
+
+def model_info(model: str) -> tuple[TaskClasses, float]:
+    """(classes, preprocess scale) of a model, read on the driver (CPU)."""
+    seg = load_segmenter(model, "cpu")
+    return seg.classes, float(seg.preprocess.scale)
+
+
+# ---- the job ----------------------------------------------------------------------------------
+def actor_resources(r: ResourcesConfig, cluster: dict, post_cpus: float) -> dict:
+    """How many model actors, and what each takes: explicit values win, else fill the cluster.
+
+    On CPUs the default is one single-threaded actor per spare CPU (the CPUs left after one decode
+    task and one post-processing task): intra-op threads cost more CPU per frame than separate
+    replicas, and threads beyond an actor's CPUs oversubscribe the cores (the first version's 0.42x).
+    A plan that leaves no CPU for decoding would stall the stream, so it is refused here.
+    """
+    gpus = r.gpus_per_actor if r.gpus_per_actor >= 0 else (1.0 if cluster.get("GPU", 0) else 0.0)
+    cpus = cluster.get("CPU", 1)
+    spare = cpus - r.decode_cpus - post_cpus
+    if r.actors > 0:
+        n = r.actors
+    elif gpus > 0:
+        n = max(1, int(cluster.get("GPU", 0) / gpus))
+    elif r.cpus_per_actor > 0:
+        n = max(1, int(spare // r.cpus_per_actor))
+    else:  # one single-threaded actor per spare CPU
+        n = max(1, round(spare))
+    per_actor = r.cpus_per_actor or (1.0 if gpus > 0 else max(0.05, math.floor(spare / n * 1000) / 1000))
+    need = n * per_actor + r.decode_cpus + post_cpus
+    if need > cpus + 1e-6:
+        raise ValueError(f"{n} model actor(s) x {per_actor} CPU + decode {r.decode_cpus} + post-processing "
+                         f"{post_cpus} = {need} CPUs, more than the cluster's {cpus}: lower resources.actors "
+                         "or resources.cpus_per_actor (fractions are fine)")
+    threads = r.torch_threads or max(1, int(round(per_actor)))
+    return {"actors": n, "num_cpus": per_actor, "num_gpus": gpus, "threads": threads}
+
+
+def post_in_actor(r: ResourcesConfig, cluster: dict) -> bool:
+    """Post-process inside the model actor? Default: yes on CPU (no probability maps to ship to
+    another process), no beside a GPU (the GPU would wait for CPU work)."""
+    if r.postprocess_in_actor is not None:
+        return r.postprocess_in_actor
+    return not (r.gpus_per_actor > 0 or (r.gpus_per_actor < 0 and cluster.get("GPU", 0)))
+
+
+def build_dataset(units: list[Unit], cfg: InferConfig, classes: TaskClasses, scale: float, cluster: dict):
+    """The streaming dataset of output rows (one per frame) for `units`."""
+    import ray
+
+    r = cfg.resources
+    post_cfg = dataclasses.asdict(cfg.postprocess)
+    sam = bool(cfg.sam.checkpoint)
+    in_actor = post_in_actor(r, cluster) and not sam
+    res = actor_resources(r, cluster, 0.0 if in_actor else cfg.sam.cpus if sam else r.postprocess_cpus)
+    ds = ray.data.from_items([{"unit": u.to_json()} for u in units], override_num_blocks=max(1, len(units)))
+    ds = ds.flat_map(decode_unit, fn_kwargs={"scale": scale, "threads": r.decode_threads}, num_cpus=r.decode_cpus)
+    ds = ds.map_batches(
+        Predictor,
+        fn_constructor_kwargs={"model": cfg.model, "threads": res["threads"], "tta": cfg.tta,
+                               "device": cfg.device, "postprocess_cfg": post_cfg if in_actor else None,
+                               "keep_image": sam},
+        batch_size=r.batch_size, batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=res["actors"]),
+        num_cpus=res["num_cpus"], num_gpus=res["num_gpus"],
+    )
+    if in_actor:
+        return ds, res
+    if sam:
+        return ds.map_batches(
+            SamPostprocessor, fn_constructor_kwargs={"class_names": list(classes.names), "cfg": post_cfg,
+                                                     "sam": dataclasses.asdict(cfg.sam)},
+            batch_size=r.batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1),
+            num_cpus=cfg.sam.cpus, num_gpus=cfg.sam.num_gpus), res
+    ds = ds.map_batches(postprocess_batch, fn_kwargs={"class_names": list(classes.names), "cfg": post_cfg},
+                        batch_size=r.batch_size, batch_format="numpy", num_cpus=r.postprocess_cpus)
+    return ds, res
+
+
+def run_signature(cfg: InferConfig) -> dict:
+    """What the outputs depend on (a re-run with other values must not mix into them)."""
+    return json.loads(json.dumps({"model": cfg.model, "tta": cfg.tta, "every": cfg.every, "fps": cfg.fps,
+                                  "postprocess": dataclasses.asdict(cfg.postprocess),
+                                  "sam": dataclasses.asdict(cfg.sam) if cfg.sam.checkpoint else None}))
+
+
+def run_inference(cfg: InferConfig, overwrite: bool = False) -> dict:
+    """Run the job on the connected Ray cluster; returns the summary (also `<output>/summary.json`)."""
+    import ray
+
+    from playerseg.infer.coco_export import export_coco
+    from playerseg.io import write_json_atomic
+
+    if not cfg.inputs:
+        raise ValueError("no inputs: give videos, folders, frame folders or Parquet files")
+    start = time.time()
+    classes, scale = model_info(cfg.model)
+    check_run(cfg.output, run_signature(cfg), overwrite)
+    units, failures = plan_units(cfg.inputs, cfg.segment_seconds, cfg.segment_frames, cfg.every, cfg.fps,
+                                 probe_cache=f"{cfg.output}/_probe")
+    todo = [u for u in units if not is_done(cfg.output, u)]
+    log.info("%d units planned, %d already done, %d to run", len(units), len(units) - len(todo), len(todo))
+    writer = UnitWriter(cfg.output, {u.key: u for u in todo}, classes.names, failures)
+    res = None
+    if todo:
+        ds, res = build_dataset(todo, cfg, classes, scale, ray.cluster_resources())
+        log.info("model actors: %s", res)
+        try:
+            for row in ds.iter_rows():
+                writer.add(row)
+        except Exception as e:  # the dataset died (e.g. the cluster went away): finished units stay
+            failures.add("dataset", e)
+        writer.finish()
+    wall = time.time() - start
+    out = cfg.output
+    predictions = f"{out}/predictions"
+    n_results = export_coco(predictions, f"{out}/coco_results.json", classes, cfg.image_id) \
+        if any(is_done(out, u) for u in units) else 0
+    summary = {
+        "output": out, "predictions": predictions, "frames": f"{out}/frames",
+        "coco_results": f"{out}/coco_results.json" if n_results else None,
+        "units": len(units), "units_skipped": len(units) - len(todo), "units_written": len(writer.written),
+        "units_failed": sorted(writer.failed), "frames_written": writer.frames,
+        "instances_written": writer.instances, "coco_detections": n_results,
+        "wall_seconds": round(wall, 2), "frames_per_second": round(writer.frames / wall, 3) if wall else None,
+        "resources": res, "failures": [{"what": w, "error": e} for w, e in failures.items],
+    }
+    write_json_atomic(f"{out}/summary.json", summary)
+    return summary

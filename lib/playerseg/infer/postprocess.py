@@ -1,0 +1,234 @@
+"""Post-processing: a model's class probabilities -> cleaned player / LED-board instances.
+
+    instances, semantic = postprocess(proba, classes, PostprocessConfig())   # model resolution
+    records = instance_records(instances, (1080, 1920), classes)          # RLE at source size
+
+Steps, per instance class (player and led_board by default), all at model resolution:
+  1. argmax -> binary mask of the class; contour cleanup by a morphological opening + closing;
+  2. connected components (8-connected); blobs under `min_area_px` pixels or `min_area_frac` of
+     the frame are dropped;
+  3. merged players are split where the LED board separates them: pixels the model gives to the
+     player but where P(led_board) >= `split_led_threshold` are cut lines; each remaining core of
+     at least that area becomes one instance and the cut pixels go to the nearest core;
+  4. optional hole filling and convex hull of each instance.
+Score of an instance = mean probability of its class over its mask (1.0 for a label map input).
+
+Masks leave at source resolution: `instance_records` maps each instance mask back to the source
+frame (bilinear on the instance crop, pixel centres aligned) and run-length encodes it (COCO RLE
+of the full frame, built from the crop only), so overlays and COCO evaluation work at source size.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from pycocotools import mask as mask_utils
+from scipy import ndimage
+
+from playerseg.classes import TaskClasses
+from playerseg.data.sample import Instance
+from playerseg.metrics.instance import semantic_to_instances
+
+
+@dataclass
+class PostprocessConfig:
+    instance_classes: list[str] = field(default_factory=lambda: ["player", "led_board"])
+    min_area_frac: float = 1e-4  # blobs under max(min_area_px, this fraction of the frame) are removed
+    min_area_px: int = 8  # (pixels at model resolution)
+    open_px: int = 1  # contour cleanup: radius of the opening (removes spurs), 0 = off
+    close_px: int = 1  # radius of the closing (closes cracks), 0 = off
+    fill_holes: bool = True
+    convex_hull: bool = False
+    split_on_led: bool = True  # split players merged across LED-board pixels
+    split_led_threshold: float = 0.25
+    max_instances: int = 200  # per class and frame, largest first
+
+
+def _disk(radius: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+
+
+def clean_mask(mask: np.ndarray, open_px: int = 1, close_px: int = 1) -> np.ndarray:
+    """Contour cleanup of an HxW bool mask: opening (spurs, specks) then closing (cracks)."""
+    m = mask.astype(np.uint8)
+    if open_px > 0:
+        m = cv2.morphologyEx(m, cv2.MORPH_OPEN, _disk(open_px))
+    if close_px > 0:
+        m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, _disk(close_px))
+    return m.astype(bool)
+
+
+def components(mask: np.ndarray, min_area: int = 1) -> list[np.ndarray]:
+    """8-connected components of a bool mask with at least `min_area` pixels, largest first
+    (the simple conversion of `metrics.instance.semantic_to_instances`, reused)."""
+    found = semantic_to_instances(mask.view(np.uint8), 1, min_area=min_area)
+    return sorted((i.mask for i in found), key=lambda m: -int(m.sum()))
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """Fill every hole of a mask (regions not connected to the outside)."""
+    return ndimage.binary_fill_holes(mask)
+
+
+def convex_hull(mask: np.ndarray) -> np.ndarray:
+    """The convex hull of a mask's pixels, as a mask."""
+    pts = cv2.findNonZero(mask.astype(np.uint8))
+    out = np.zeros(mask.shape, np.uint8)
+    if pts is not None:
+        cv2.fillConvexPoly(out, cv2.convexHull(pts), 1)
+    return out.astype(bool) | mask
+
+
+def split_on_separator(mask: np.ndarray, separator: np.ndarray, min_area: int) -> list[np.ndarray]:
+    """Split one component where `separator` pixels cut it into cores of >= `min_area` pixels.
+
+    Each core becomes a part; the separator pixels (and cores too small to stand alone) join the
+    nearest core. Returns `[mask]` when fewer than two cores remain. Work on the component's crop.
+    """
+    cores = components(mask & ~separator, min_area)
+    if len(cores) < 2:
+        return [mask]
+    seeds = np.zeros(mask.shape, np.int32)
+    for i, core in enumerate(cores, 1):
+        seeds[core] = i
+    # Every pixel of the component takes the label of its nearest core pixel.
+    _, (iy, ix) = ndimage.distance_transform_edt(seeds == 0, return_indices=True)
+    nearest = seeds[iy, ix]
+    return [mask & (nearest == i) for i in range(1, len(cores) + 1)]
+
+
+def _tight(crop: np.ndarray, x0: int, y0: int) -> tuple[np.ndarray, int, int]:
+    rows, cols = np.flatnonzero(crop.any(1)), np.flatnonzero(crop.any(0))
+    return crop[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], x0 + int(cols[0]), y0 + int(rows[0])
+
+
+def postprocess(
+    proba: np.ndarray, classes: TaskClasses, cfg: PostprocessConfig | None = None
+) -> tuple[list[Instance], np.ndarray]:
+    """CxHxW class probabilities (or an HxW label map) -> (instances, HxW uint8 semantic map).
+
+    Instances carry boxes (x0, y0, x1, y1) and HxW bool masks at the input's resolution. Every
+    step after the connected components works on the component's crop (cost ~ object size).
+    """
+    cfg = cfg or PostprocessConfig()
+    if proba.ndim == 2:
+        semantic, proba = proba.astype(np.uint8), None
+    elif proba.ndim == 3 and proba.shape[0] == len(classes):
+        semantic = proba.argmax(0).astype(np.uint8)
+    else:
+        raise ValueError(f"expected {len(classes)}xHxW probabilities or an HxW label map, got {proba.shape}")
+    h, w = semantic.shape
+    min_area = max(1, cfg.min_area_px, int(round(cfg.min_area_frac * h * w)))
+    led = classes.led_board
+    separator = None
+    if cfg.split_on_led and proba is not None and led is not None:
+        separator = proba[led] >= cfg.split_led_threshold
+    instances: list[Instance] = []
+    for name in cfg.instance_classes:
+        cid = classes.get(name)
+        if cid is None:
+            continue
+        mask = clean_mask(semantic == cid, cfg.open_px, cfg.close_px)
+        found = []  # (crop, x0, y0)
+        for comp in semantic_to_instances(mask.view(np.uint8), 1, min_area=min_area):
+            x0, y0, x1, y1 = (int(v) for v in comp.box)
+            crop = comp.mask[y0:y1, x0:x1]
+            if separator is not None and cid != led:
+                found += [(part, x0, y0) for part in split_on_separator(crop, separator[y0:y1, x0:x1], min_area)]
+            else:
+                found.append((crop, x0, y0))
+        found.sort(key=lambda f: -int(f[0].sum()))
+        for crop, x0, y0 in found[: cfg.max_instances]:
+            crop, x0, y0 = _tight(crop, x0, y0)
+            if cfg.fill_holes:
+                crop = fill_holes(crop)
+            if cfg.convex_hull:
+                crop = convex_hull(crop)
+            ch, cw = crop.shape
+            m = np.zeros((h, w), bool)
+            m[y0 : y0 + ch, x0 : x0 + cw] = crop
+            score = float(proba[cid, y0 : y0 + ch, x0 : x0 + cw][crop].mean()) if proba is not None else 1.0
+            box = (float(x0), float(y0), float(x0 + cw), float(y0 + ch))
+            instances.append(Instance(class_id=cid, box=box, mask=m, label=name, score=score))
+    return instances, semantic
+
+
+def class_fractions(semantic: np.ndarray, classes: TaskClasses) -> dict[str, float]:
+    """Fraction of the frame's pixels given to each class (the per-frame semantic summary)."""
+    counts = np.bincount(semantic.ravel(), minlength=len(classes))[: len(classes)]
+    return {name: float(c) / semantic.size for name, c in zip(classes.names, counts)}
+
+
+def rle_from_crop(crop: np.ndarray, x0: int, y0: int, height: int, width: int) -> dict:
+    """COCO RLE of a `height`x`width` frame that is empty except `crop` placed at (x0, y0).
+
+    Equal to `metrics.rle.encode(full_mask)` but costs O(crop), not O(frame).
+    """
+    ch, cw = crop.shape
+    block = np.zeros((height, cw), np.uint8)  # the crop's columns, full height (column-major runs)
+    block[y0 : y0 + ch] = crop
+    flat = block.ravel(order="F")
+    change = np.flatnonzero(np.diff(flat)) + 1
+    bounds = np.concatenate([[0], change, [flat.size]])
+    runs = np.diff(bounds).tolist()
+    if flat[0]:  # COCO counts start with a run of zeros
+        runs.insert(0, 0)
+    runs[0] += x0 * height
+    tail = (width - x0 - cw) * height
+    if tail:
+        if flat[-1]:
+            runs.append(tail)
+        else:
+            runs[-1] += tail
+    rle = mask_utils.frPyObjects({"size": [height, width], "counts": runs}, height, width)
+    return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
+
+
+def upsample_crop(mask: np.ndarray, box, height: int, width: int):
+    """A model-resolution instance mask -> (crop, x0, y0) of its mask at `height`x`width`."""
+    h, w = mask.shape
+    sx, sy = width / w, height / h
+    bx0, by0, bx1, by1 = (int(v) for v in box)
+    if (sx, sy) == (1.0, 1.0):
+        return mask[by0:by1, bx0:bx1], bx0, by0
+    X0, Y0 = int(np.floor(bx0 * sx)), int(np.floor(by0 * sy))
+    X1, Y1 = min(width, int(np.ceil(bx1 * sx))), min(height, int(np.ceil(by1 * sy)))
+    # 1-pixel margin so bilinear interpolation sees the outside of the instance.
+    cx0, cy0, cx1, cy1 = max(0, bx0 - 1), max(0, by0 - 1), min(w, bx1 + 1), min(h, by1 + 1)
+    src = mask[cy0:cy1, cx0:cx1].astype(np.float32)
+    # Inverse map: destination pixel (X0 + u) has its centre at source ((X0 + u + .5) / sx - .5).
+    m = np.float32([[1 / sx, 0, (X0 + 0.5) / sx - 0.5 - cx0], [0, 1 / sy, (Y0 + 0.5) / sy - 0.5 - cy0]])
+    up = cv2.warpAffine(
+        src, m, (X1 - X0, Y1 - Y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT, borderValue=0,
+    )
+    return up >= 0.5, X0, Y0
+
+
+def instance_records(instances: list[Instance], source_hw: tuple[int, int], classes: TaskClasses) -> list[dict]:
+    """Instances at model resolution -> rows at source resolution (schema fields of one instance).
+
+    Each row: instance_id, class, score, bbox [x, y, w, h], area, mask_rle_size, mask_rle_counts.
+    Instances that vanish when mapped to the source size are dropped.
+    """
+    height, width = source_hw
+    rows = []
+    for inst in instances:
+        crop, x0, y0 = upsample_crop(inst.mask, inst.box, height, width)
+        area = int(crop.sum())
+        if area == 0:
+            continue
+        ys, xs = np.nonzero(crop)
+        rle = rle_from_crop(crop, x0, y0, height, width)
+        rows.append({
+            "instance_id": len(rows),
+            "class": classes.names[inst.class_id],
+            "score": float(inst.score),
+            "bbox": [float(x0 + xs.min()), float(y0 + ys.min()),
+                     float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)],
+            "area": area,
+            "mask_rle_size": rle["size"],
+            "mask_rle_counts": rle["counts"],
+        })
+    return rows

@@ -1,0 +1,151 @@
+"""Output of `playerseg infer`: one part file per work unit, written whole, then its done marker.
+
+    <output>/
+      predictions/<group>/<unit>.parquet   one row per instance (video.schema.PREDICTION_SCHEMA)
+      frames/<group>/<unit>.parquet        one row per frame (FRAMES_SUMMARY_SCHEMA): class pixel
+                                           fractions, instance count (frames without players too)
+      _done/<group>/<unit>.json            written last: the unit is finished (resume skips it)
+      run.json                             model and options the outputs were made with
+      coco_results.json, summary.json      written at the end of the job
+
+The outputs are a dataset of part files (no per-video merge): `pyarrow.parquet.read_table(
+"<output>/predictions")` or `ray.data.read_parquet(...)` read them as one table. `<group>` is the
+video id (the Parquet file stem for Parquet input). A unit is written only when every one of its
+frames arrived, each exactly once (rows are keyed by frame index, so a retried task that sends a
+frame twice cannot duplicate it); a unit that reported an error is not written, and a re-run
+tries it again.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from playerseg.data.errors import DataError, Failures
+from playerseg.infer.sources import Unit
+from playerseg.io import atomic_path, exists, filesystem, write_json_atomic
+from playerseg.video.schema import PREDICTION_SCHEMA
+
+log = logging.getLogger(__name__)
+
+
+def frames_schema(class_names) -> pa.Schema:
+    """Per-frame semantic summary: pixel fraction of each class and the instance count."""
+    return pa.schema(
+        [
+            pa.field("video_id", pa.string(), nullable=False),
+            pa.field("frame_index", pa.int64(), nullable=False),
+            pa.field("pts_seconds", pa.float64()),
+            pa.field("width", pa.int32()),
+            pa.field("height", pa.int32()),
+            pa.field("num_instances", pa.int32()),
+        ]
+        + [pa.field(f"{name}_fraction", pa.float32()) for name in class_names]
+    )
+
+
+def part_paths(output: str, unit: Unit) -> dict[str, str]:
+    return {
+        "predictions": f"{output}/predictions/{unit.group}/{unit.name}.parquet",
+        "frames": f"{output}/frames/{unit.group}/{unit.name}.parquet",
+        "done": f"{output}/_done/{unit.group}/{unit.name}.json",
+    }
+
+
+def is_done(output: str, unit: Unit) -> bool:
+    return exists(part_paths(output, unit)["done"])
+
+
+def check_run(output: str, signature: dict, overwrite: bool = False) -> None:
+    """Record what the outputs are made with; refuse to mix runs of another model or options."""
+    path = f"{output}/run.json"
+    if exists(path) and not overwrite:
+        with fsspec.open(path, "r") as f:
+            old = json.load(f)
+        if old != json.loads(json.dumps(signature, default=str)):
+            changed = sorted(k for k in set(old) | set(signature) if old.get(k) != signature.get(k))
+            raise ValueError(f"{output} holds outputs of another model or options (differs in {changed}); "
+                             "use another output folder, or --overwrite to start over")
+    if overwrite and exists(output):
+        fs, fpath = filesystem(output)
+        for sub in ("predictions", "frames", "_done"):
+            if fs.exists(f"{fpath}/{sub}"):
+                fs.rm(f"{fpath}/{sub}", recursive=True)
+    write_json_atomic(path, signature)
+
+
+def _write_table(path: str, table: pa.Table) -> None:
+    with atomic_path(path) as tmp:
+        fs, fpath = filesystem(tmp)
+        pq.write_table(table, fpath, filesystem=fs)
+
+
+@dataclass
+class UnitWriter:
+    """Collects frame results (rows of `pipeline.frame_result`) per unit and writes finished units."""
+
+    output: str
+    units: dict[str, Unit]
+    class_names: tuple[str, ...]
+    failures: Failures = field(default_factory=Failures)
+    pending: dict[str, dict[int, dict]] = field(default_factory=dict)
+    failed: set = field(default_factory=set)
+    written: list[str] = field(default_factory=list)
+    frames: int = 0
+    instances: int = 0
+    duplicates: int = 0
+
+    def add(self, row: dict) -> None:
+        key = row["unit"]
+        if key in self.failed or key in self.written:
+            self.duplicates += key in self.written
+            return
+        if row["error"]:
+            self.failed.add(key)
+            self.pending.pop(key, None)
+            self.failures.add(key, DataError(self.units[key].spec.get("segment", {}).get("uri", key)
+                                             if self.units[key].kind == "video" else key, row["error"]))
+            return
+        frames = self.pending.setdefault(key, {})
+        if row["frame_index"] in frames:
+            self.duplicates += 1
+        frames[row["frame_index"]] = row
+        if len(frames) == self.units[key].num_frames:
+            self._write(self.units[key], [frames[i] for i in sorted(frames)])
+            del self.pending[key]
+
+    def _write(self, unit: Unit, rows: list[dict]) -> None:
+        paths = part_paths(self.output, unit)
+        instances = []
+        for r in rows:
+            for inst in json.loads(r["instances"]):
+                instances.append({"video_id": r["video_id"], "frame_index": r["frame_index"],
+                                  "pts_seconds": r["pts_seconds"], **inst, "team": -1})
+        _write_table(paths["predictions"], pa.Table.from_pylist(instances, schema=PREDICTION_SCHEMA))
+        schema = frames_schema(self.class_names)
+        summary = []
+        for r in rows:
+            fractions = json.loads(r["fractions"])
+            summary.append({"video_id": r["video_id"], "frame_index": r["frame_index"],
+                            "pts_seconds": r["pts_seconds"], "width": r["width"], "height": r["height"],
+                            "num_instances": r["num_instances"],
+                            **{f"{n}_fraction": fractions[n] for n in self.class_names}})
+        _write_table(paths["frames"], pa.Table.from_pylist(summary, schema=schema))
+        write_json_atomic(paths["done"], {"unit": unit.key, "frames": len(rows), "instances": len(instances)})
+        self.written.append(unit.key)
+        self.frames += len(rows)
+        self.instances += len(instances)
+
+    def finish(self) -> None:
+        """Units that ended without all their frames become failures (never silently missing)."""
+        for key, unit in self.units.items():
+            if key in self.written or key in self.failed:
+                continue
+            got = len(self.pending.get(key, {}))
+            self.failed.add(key)
+            self.failures.add(key, DataError(key, f"incomplete: {got} of {unit.num_frames} frames arrived"))
+        self.pending.clear()

@@ -1,0 +1,329 @@
+"""`playerseg cluster`: team assignment and player flags, written back into inference outputs.
+
+    playerseg cluster match.mp4 --predictions out/          # the inputs and output of `playerseg infer`
+    playerseg cluster match.mp4 --predictions out/ --set embed.method=encoder --set model=models/unet_effl0_acme
+
+A Ray Data job in three passes over the prediction part files `<predictions>/predictions/<group>/<unit>.parquet`:
+1. embed (actor pool): per part file, the frames its rows name are read again from the inputs
+   (videos, frame folders or frame Parquet, planned like `playerseg infer` plans them), and every
+   `player` instance gets an embedding (`embed.method`: colour histogram, masked encoder
+   features, or masked SAM image-encoder features with `embed.sam_checkpoint`) and its flags (LED overlap against the frame's `led_board` instances, border
+   truncation, merged-player cues); cached as `<predictions>/_cluster/<fp>/embed/<group>/<unit>.parquet`;
+2. fit (driver): per video (group), k-means k=2 with outliers (`playerseg.players.teams`) on at
+   most `fit_max` embeddings (an even, deterministic sample), saved as `<fp>/teams/<group>.json`;
+3. write (tasks): each part file gets the columns `team` (0 / 1, 2 = other: referee or
+   goalkeeper, -1 = not a player) and `led_overlap`, `led`, `truncated`, `merged` (null for
+   non-players), rewritten atomically with `playerseg.cluster=<fp>` in its Parquet metadata.
+`<fp>` fingerprints the options, and a part's stamp is `<fp>-<hash of its video's team model>`:
+a re-run skips parts already written with the same stamp and reuses finished embeddings and
+team models, so a killed job resumes; a video that gained part files is fitted again and all its
+parts rewritten (one team model per video, never a mix). Bad inputs are named in the summary;
+a video with a failed part is not fitted (its other parts wait for a re-run).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from playerseg import config as cfgmod
+from playerseg.data.errors import DataError, Failures
+from playerseg.players.embed import ColourConfig, EncoderConfig
+from playerseg.players.flags import FLAG_COLUMNS, FlagsConfig
+from playerseg.players.parts import (META_KEY, cache_table, embeddings_of, frames_for, list_parts, part_key,
+                                     part_stamp, read_cache, read_part, stamp, write_table)
+from playerseg.players.teams import UNKNOWN, TeamConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EmbedConfig:
+    method: str = "colour"  # colour | encoder | sam
+    sam_type: str = "vit_b"  # method sam: a model type of playerseg.sam.build
+    sam_checkpoint: str = ""  # method sam: its weights (path or URI; never downloaded)
+    colour: ColourConfig = field(default_factory=ColourConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+
+
+@dataclass
+class ClusterConfig:
+    inputs: list[str] = field(default_factory=list)  # what `playerseg infer` read (videos, folders, Parquet)
+    predictions: str = ""  # the output folder of `playerseg infer`
+    model: str = ""  # Segmenter folder whose encoder embeds (method encoder); "" = ImageNet encoder
+    segment_seconds: float = 10.0  # planning of the inputs (frames are matched by index, any split works)
+    segment_frames: int = 0
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    teams: TeamConfig = field(default_factory=TeamConfig)
+    flags: FlagsConfig = field(default_factory=FlagsConfig)
+    min_pixels: int = 0  # players with fewer mask pixels get no team (UNKNOWN)
+    fit_max: int = 20000  # embeddings per video used to fit k-means
+    workers: int = 1  # embedding actors
+    num_cpus: float = 1.0  # per embedding actor
+    num_gpus: float = 0.0  # per embedding actor (encoder method)
+    address: str | None = None  # Ray cluster to join
+
+
+def fingerprint(cfg: ClusterConfig) -> str:
+    keys = {"model": cfg.model, "embed": cfgmod.to_dict(cfg.embed), "teams": cfgmod.to_dict(cfg.teams),
+            "flags": cfgmod.to_dict(cfg.flags), "min_pixels": cfg.min_pixels, "fit_max": cfg.fit_max}
+    return hashlib.sha1(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# ---- parts ------------------------------------------------------------------------------------
+def cache_path(cfg: ClusterConfig, fp: str, kind: str, group: str, name: str = "") -> str:
+    base = f"{cfg.predictions.rstrip('/')}/_cluster/{fp}/{kind}/{group}"
+    return f"{base}/{name}.parquet" if name else f"{base}.json"
+
+
+# ---- pass 1: embeddings and flags of one part ---------------------------------------------------
+def embed_part(part: str, units: list, cfg: ClusterConfig, embedder) -> dict:
+    """The cache table rows of one part: instance keys, embedding, flags (players only)."""
+    from playerseg.metrics.rle import decode
+    from playerseg.players.embed import colour_histograms, hellinger
+    from playerseg.players.flags import instance_flags
+    from playerseg.video.schema import prediction_rle
+
+    table = read_part(part)
+    rows = table.select([c for c in ("frame_index", "instance_id", "class", "mask_rle_size", "mask_rle_counts")
+                         if c in table.column_names]).to_pylist()
+    by_frame: dict[int, list[dict]] = {}
+    for i, r in enumerate(rows):
+        r["row"] = i
+        by_frame.setdefault(int(r["frame_index"]), []).append(r)
+    needed = {f for f, rs in by_frame.items() if any(r["class"] == "player" for r in rs)}
+    out = {"row": [], "embedding": [], **{k: [] for k in FLAG_COLUMNS}}
+    for frame in frames_for(part, units, needed) if needed else ():
+        rs = by_frame[frame.frame_index]
+        players = [r for r in rs if r["class"] == "player"]
+        masks = [decode(prediction_rle(r)) for r in players]
+        if masks and masks[0].shape != frame.image.shape[:2]:
+            raise DataError(part, f"frame {frame.frame_index}: masks are {masks[0].shape[1]}x{masks[0].shape[0]}, "
+                                  f"the input frame {frame.image.shape[1]}x{frame.image.shape[0]}")
+        led = np.zeros(frame.image.shape[:2], dtype=bool)
+        for r in rs:
+            if r["class"] == "led_board":
+                led |= decode(prediction_rle(r))
+        boxes = [_mask_box(m) for m in masks]
+        if cfg.embed.method == "colour":
+            feats = hellinger(colour_histograms(frame.image, masks, boxes, cfg.embed.colour))
+        else:
+            feats = embedder(frame.image, masks, boxes)
+        for r, f, fl, m in zip(players, feats, instance_flags(boxes, masks, led, cfg.flags), masks):
+            if int(np.count_nonzero(m)) < max(1, cfg.min_pixels):
+                continue
+            out["row"].append(r["row"])
+            out["embedding"].append(np.asarray(f, dtype=np.float32))
+            for k in FLAG_COLUMNS:
+                out[k].append(fl[k])
+    return out
+
+
+def _mask_box(mask: np.ndarray) -> tuple[float, float, float, float]:
+    from playerseg.data.reader import mask_box
+
+    return mask_box(mask) if mask.any() else (0.0, 0.0, 0.0, 0.0)
+
+
+class EmbedActor:
+    """Ray Data actor: embeds the part files of its batches (holds the encoder when one is used)."""
+
+    def __init__(self, cfg_json: str, fp: str):
+        self.cfg = cfgmod.from_dict(ClusterConfig, json.loads(cfg_json))
+        self.fp = fp
+        self.embedder = None
+        if self.cfg.embed.method == "encoder":
+            from playerseg.players.embed import EncoderEmbedder
+
+            if self.cfg.model:
+                from playerseg.models.segmenter import Segmenter
+
+                self.embedder = EncoderEmbedder.from_segmenter(Segmenter.load(self.cfg.model), self.cfg.embed.encoder)
+            else:
+                self.embedder = EncoderEmbedder.imagenet(self.cfg.embed.encoder)
+        elif self.cfg.embed.method == "sam":
+            from playerseg.players.embed import SamEmbedder
+            from playerseg.sam.build import build_sam
+
+            self.embedder = SamEmbedder(build_sam(self.cfg.embed.sam_type, self.cfg.embed.sam_checkpoint or None))
+
+    def __call__(self, batch: dict) -> dict:
+        from playerseg.infer.sources import Unit
+
+        errors = []
+        for part, units_json in zip(batch["part"], batch["units"]):
+            group, name = part_key(part)
+            try:
+                units = [Unit.from_json(u) for u in json.loads(units_json)]
+                out = embed_part(part, units, self.cfg, self.embedder)
+                write_table(cache_path(self.cfg, self.fp, "embed", group, name), cache_table(out))
+                errors.append("")
+            except (DataError, OSError, ValueError) as e:
+                errors.append(str(e) if isinstance(e, DataError) else f"{part}: {e}")
+        return {"part": list(batch["part"]), "error": errors}
+
+
+# ---- pass 2 and 3 -------------------------------------------------------------------------------
+def fit_group(cfg: ClusterConfig, fp: str, group: str, parts: list[str]) -> dict:
+    """Fit (or load) the team model of one video; returns its JSON state."""
+    from playerseg.io import exists, read_json, write_json_atomic
+    from playerseg.players.teams import TeamModel
+
+    path = cache_path(cfg, fp, "teams", group)
+    names = sorted(part_key(p)[1] for p in parts)
+    if exists(path) and read_json(path).get("parts") == names:
+        return read_json(path)
+    feats = [embeddings_of(read_cache(cache_path(cfg, fp, "embed", group, part_key(p)[1]))) for p in parts]
+    feats = [f for f in feats if len(f)]
+    x = np.concatenate(feats) if feats else np.zeros((0, 1), np.float32)
+    if len(x) > cfg.fit_max:  # an even, deterministic sample over the whole video
+        x = x[np.linspace(0, len(x) - 1, cfg.fit_max).round().astype(int)]
+    state = TeamModel(cfg.teams).fit(x).state()
+    state.update({"fitted_on": int(len(x)), "parts": names})
+    write_json_atomic(path, state)
+    return state
+
+
+def known_state(cfg: ClusterConfig, fp: str, group: str, parts: list[str]) -> dict | None:
+    """The fitted team model of a video when it was fitted on exactly these parts."""
+    from playerseg.io import exists, read_json
+
+    path = cache_path(cfg, fp, "teams", group)
+    if not exists(path):
+        return None
+    state = read_json(path)
+    return state if state.get("parts") == sorted(part_key(p)[1] for p in parts) else None
+
+
+def write_part(part: str, cfg: ClusterConfig, fp: str, state: dict) -> None:
+    """Rewrite one part with `team` and the flag columns (atomically, fingerprint in its metadata)."""
+    import pyarrow as pa
+
+    from playerseg.players.teams import TeamModel
+
+    table = read_part(part)
+    group, name = part_key(part)
+    cache = read_cache(cache_path(cfg, fp, "embed", group, name))
+    n = table.num_rows
+    team = np.full(n, UNKNOWN, dtype=np.int32)
+    rows = cache.column("row").to_numpy()
+    if len(rows) and state["centroids"] is not None:
+        team[rows] = TeamModel.from_state(state, cfg.teams).predict(embeddings_of(cache))
+    columns = {"team": pa.array(team, pa.int32())}
+    for k in FLAG_COLUMNS:
+        values = [None] * n
+        for r, v in zip(rows, cache.column(k).to_pylist()):
+            values[int(r)] = v
+        columns[k] = pa.array(values, pa.float32() if k == "led_overlap" else pa.bool_())
+    for k, arr in columns.items():
+        if k in table.column_names:
+            table = table.set_column(table.column_names.index(k), k, arr)
+        else:
+            table = table.append_column(k, arr)
+    write_table(part, table, {META_KEY: stamp(fp, state).encode()})
+
+
+# ---- the command --------------------------------------------------------------------------------
+def cluster(cfg: ClusterConfig) -> dict:
+    """Run the three passes; returns the summary (also written to `<predictions>/_cluster/<fp>/summary.json`)."""
+    import ray
+
+    from playerseg.infer.sources import plan_units
+    from playerseg.io import exists, write_json_atomic
+    from playerseg.video.source import init_ray
+
+    if cfg.embed.method not in ("colour", "encoder", "sam"):
+        raise ValueError(f"embed.method must be 'colour', 'encoder' or 'sam', got {cfg.embed.method!r}")
+    if cfg.embed.method == "sam" and not cfg.embed.sam_checkpoint and cfg.embed.sam_type != "tiny_untrained":
+        raise ValueError("embed.method=sam needs embed.sam_checkpoint (SAM weights are never downloaded)")
+    if not cfg.predictions:
+        raise ValueError("no predictions folder given (--predictions, the output of `playerseg infer`)")
+    start = time.time()
+    fp = fingerprint(cfg)
+    parts = list_parts(cfg.predictions)
+    if not parts:
+        raise DataError(cfg.predictions, "no prediction part files under predictions/")
+    groups: dict[str, list[str]] = {}
+    for p in parts:
+        groups.setdefault(part_key(p)[0], []).append(p)
+    states = {g: known_state(cfg, fp, g, ps) for g, ps in groups.items()}
+    done = {p for g, ps in groups.items() if states[g] for p in ps if part_stamp(p) == stamp(fp, states[g])}
+    failures = Failures()
+    summary = {"fingerprint": fp, "parts": len(parts), "already_written": len(done), "videos": {}}
+    need_embed = [p for g, ps in groups.items() if states[g] is None for p in ps
+                  if not exists(cache_path(cfg, fp, "embed", g, part_key(p)[1]))]
+    if need_embed:
+        init_ray(cfg.address)
+        units, plan_failures = plan_units(cfg.inputs, cfg.segment_seconds, cfg.segment_frames)
+        failures.items += plan_failures.items
+        by_group: dict[str, list[str]] = {}
+        for u in units:
+            by_group.setdefault(u.group, []).append(u.to_json())
+        items = [{"part": p, "units": json.dumps(by_group.get(part_key(p)[0], []))} for p in need_embed]
+        ds = ray.data.from_items(items).map_batches(
+            EmbedActor, fn_constructor_args=(json.dumps(cfgmod.to_dict(cfg)), fp), batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=max(1, cfg.workers)),
+            num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus or None)
+        for row in ds.iter_rows():
+            if row["error"]:
+                failures.add(row["part"], RuntimeError(row["error"]))
+    failed = {p for p, _ in failures.items}
+    written = 0
+    for g, ps in sorted(groups.items()):
+        if any(p in failed for p in ps):  # a video is fitted on all its parts: the rest waits for a re-run
+            log.error("video %s: %d part(s) failed; its teams are not fitted", g, sum(p in failed for p in ps))
+            continue
+        state = states[g] or fit_group(cfg, fp, g, ps)
+        todo = [p for p in ps if p not in done]
+        if todo:
+            init_ray(cfg.address)
+            ds = ray.data.from_items([{"part": p} for p in todo]).map(
+                _write_task, fn_kwargs={"cfg_json": json.dumps(cfgmod.to_dict(cfg)), "fp": fp, "state": state},
+                num_cpus=0.25)
+            for row in ds.iter_rows():
+                if row["error"]:
+                    failures.add(row["part"], RuntimeError(row["error"]))
+                else:
+                    written += 1
+        summary["videos"][g] = {"fitted_on": state.get("fitted_on", 0), "parts": len(ps)}
+    summary.update({"written": written, "failed": len(failures), "failures": failures.summary() if failures else "",
+                    "seconds": round(time.time() - start, 2)})
+    write_json_atomic(f"{cfg.predictions.rstrip('/')}/_cluster/{fp}/summary.json", summary)
+    return summary
+
+
+def _write_task(row: dict, cfg_json: str, fp: str, state: dict) -> dict:
+    cfg = cfgmod.from_dict(ClusterConfig, json.loads(cfg_json))
+    try:
+        write_part(row["part"], cfg, fp, state)
+        return {"part": row["part"], "error": ""}
+    except (DataError, OSError, ValueError) as e:
+        return {"part": row["part"], "error": str(e)}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="*", help="what `playerseg infer` read: videos, frame folders, frame Parquet")
+    p.add_argument("--predictions", help="the output folder of `playerseg infer`")
+    p.add_argument("--config", help="YAML of ClusterConfig")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. embed.method=encoder")
+    p.add_argument("--address", help="Ray cluster address (default: local)")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = cfgmod.load(ClusterConfig, args.config, args.set)
+    if args.inputs:
+        cfg.inputs = list(args.inputs)
+    if args.predictions:
+        cfg.predictions = args.predictions
+    if args.address:
+        cfg.address = args.address
+    summary = cluster(cfg)
+    print(json.dumps(summary, indent=2))
+    if summary["failures"]:
+        print(summary["failures"])
+    return 1 if summary["failed"] else 0

@@ -1,0 +1,171 @@
+"""The SAM image-embedding cache: a Ray Data job runs the encoder once per (frame, crop).
+
+Layout under `cache_dir` (local path or fsspec URI):
+
+    cache.json                         what the cache was built from (model, weights, data, crops)
+    <image id>/<x0_y0_x1_y1>.npz       one item: embedding (C x h x w, fp16) and its targets
+    <image id>/index.json              written last: the frame is done (its crops listed)
+
+An item (.npz of .npy arrays) holds `embedding`, `boxes` (N x 4, model input frame), `masks`
+(N x L x L bool, bit-packed), `class_ids`, `semantic` (L x L), `input_size`, `original_size`.
+Decoder-only training reads these and never runs the encoder. Re-running skips frames whose
+index.json exists; every file is written atomically; a frame that fails is reported and skipped.
+"""
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+
+import fsspec
+import numpy as np
+import torch
+
+from playerseg.classes import TaskClasses
+from playerseg.config import from_dict, to_dict
+from playerseg.data.errors import Failures
+from playerseg.data.registry import DataConfig, build_reader
+from playerseg.io import exists, read_json, write_bytes_atomic, write_json_atomic
+from playerseg.sam.inputs import Geometry, prepare_item, to_model_input
+from playerseg.sam.prompts import CropConfig, crop_sample, player_crops
+
+log = logging.getLogger(__name__)
+VERSION = 1
+SPLIT_KEYS = ("val_fraction", "split_block", "seed")  # a cache serves every split of a dataset
+
+
+@dataclass
+class CacheConfig:
+    dir: str = ""  # "" = <run.out_dir>/sam_cache/<model_type>
+    actors: int = 1  # encoder actors (Ray Data ActorPoolStrategy size)
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0
+    encoder_batch: int = 4  # crops per encoder call
+    dtype: str = "float16"  # of the stored embeddings
+
+
+def safe_id(key: str) -> str:
+    return key.replace("\\", "/").replace("/", "__")
+
+
+def cache_spec(data: DataConfig, crops: CropConfig, model_type: str, checkpoint: str | None,
+               prompt_classes: list[str], img_size: int, dtype: str) -> dict:
+    d = {k: v for k, v in to_dict(data).items() if k not in SPLIT_KEYS}
+    return {"version": VERSION, "model_type": model_type, "checkpoint": checkpoint or None, "img_size": img_size,
+            "data": d, "crops": to_dict(crops), "prompt_classes": list(prompt_classes), "dtype": dtype}
+
+
+def check_spec(cache_dir: str, spec: dict) -> None:
+    """Write cache.json for a new cache; for an existing one, raise if it was built differently."""
+    path = f"{cache_dir}/cache.json"
+    if not exists(path):
+        write_json_atomic(path, spec)
+        return
+    old = read_json(path)
+    diff = sorted(k for k in set(old) | set(spec) if old.get(k) != spec.get(k))
+    if diff:
+        raise ValueError(f"{path}: this embedding cache was built with other {diff} "
+                         f"(cache: { {k: old.get(k) for k in diff} }); use another cache.dir or delete it")
+
+
+def save_item(path: str, item: dict, embedding: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, embedding=embedding, boxes=item["boxes"], masks=np.packbits(item["masks"], axis=-1),
+             mask_shape=np.array(item["masks"].shape, np.int64), class_ids=item["class_ids"],
+             semantic=item["semantic"], input_size=item["input_size"], original_size=item["original_size"])
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def load_item(path: str) -> dict:
+    """A cached item: numpy arrays, masks unpacked to N x L x L bool."""
+    with fsspec.open(path, "rb") as f:
+        z = np.load(io.BytesIO(f.read()))
+        item = {k: z[k] for k in z.files}
+    shape = tuple(item.pop("mask_shape"))
+    item["masks"] = np.unpackbits(item["masks"], axis=-1, count=shape[-1]).astype(bool).reshape(shape)
+    return item
+
+
+def embed_frame(sam, sample, classes, crops: CropConfig, prompt_ids: tuple[int, ...], cache_dir: str,
+                encoder_batch: int = 4, dtype: str = "float16") -> list[str]:
+    """Encode every crop of one frame, write its items then its index.json; returns the item paths."""
+    geo = Geometry.of(sam)
+    frame_dir = f"{cache_dir}/{safe_id(sample.id)}"
+    windows = player_crops(sample, classes, crops)
+    items = [prepare_item(crop_sample(sample, c, crops.min_pixels), geo, prompt_ids) for c in windows]
+    paths = []
+    for s in range(0, len(items), encoder_batch):
+        chunk = items[s:s + encoder_batch]
+        with torch.no_grad():
+            emb = sam.image_encoder(to_model_input(sam, [it["image"] for it in chunk]))
+        emb = emb.to(getattr(torch, dtype)).cpu().numpy()
+        for k, it in enumerate(chunk):
+            path = f"{frame_dir}/{windows[s + k].key}.npz"
+            save_item(path, it, emb[k])
+            paths.append(path)
+    write_json_atomic(f"{frame_dir}/index.json", {"image": sample.id, "crops": [c.key for c in windows],
+                                                   "size": [sample.height, sample.width]})
+    return paths
+
+
+class Embedder:
+    """Ray Data actor: builds SAM and the reader once, embeds a batch of frame keys."""
+
+    def __init__(self, spec: dict, cache_dir: str, encoder_batch: int):
+        from playerseg.sam.build import build_sam
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.sam = build_sam(spec["model_type"], spec["checkpoint"], device)
+        self.data = from_dict(DataConfig, spec["data"])
+        self.reader = build_reader(self.data)
+        self.classes = TaskClasses(tuple(self.data.classes))
+        self.prompt_ids = tuple(self.classes.id(n) for n in spec["prompt_classes"])
+        self.crops = from_dict(CropConfig, spec["crops"])
+        self.spec, self.cache_dir, self.encoder_batch = spec, cache_dir, encoder_batch
+
+    def __call__(self, batch: dict) -> dict:
+        keys, errors, counts = [str(k) for k in batch["key"]], [], []
+        for key in keys:
+            try:
+                paths = embed_frame(self.sam, self.reader.load(key), self.classes, self.crops, self.prompt_ids,
+                                    self.cache_dir, self.encoder_batch, self.spec["dtype"])
+                errors.append("")
+                counts.append(len(paths))
+            except Exception as e:  # noqa: BLE001 - one bad frame must not stop the job
+                log.warning("embedding %s failed: %s", key, e)
+                errors.append(f"{type(e).__name__}: {e}")
+                counts.append(0)
+        return {"key": np.array(keys), "error": np.array(errors), "items": np.array(counts, np.int64)}
+
+
+def build_cache(spec: dict, cache_dir: str, keys: list[str], cfg: CacheConfig) -> Failures:
+    """Embed the frames `keys` not cached yet, on a pool of `cfg.actors` Ray Data actors.
+
+    Returns the failures (frames that could not be embedded: their error, per key)."""
+    import ray
+
+    check_spec(cache_dir, spec)
+    todo = [k for k in keys if not exists(f"{cache_dir}/{safe_id(k)}/index.json")]
+    failures = Failures()
+    log.info("embedding cache %s: %d of %d frames to embed", cache_dir, len(todo), len(keys))
+    if not todo:
+        return failures
+    ds = ray.data.from_items([{"key": k} for k in todo], override_num_blocks=min(len(todo), 4 * max(1, cfg.actors)))
+    out = ds.map_batches(
+        Embedder, fn_constructor_kwargs={"spec": spec, "cache_dir": cache_dir, "encoder_batch": cfg.encoder_batch},
+        batch_size=1, compute=ray.data.ActorPoolStrategy(size=cfg.actors),
+        num_cpus=cfg.cpus_per_actor, num_gpus=cfg.gpus_per_actor or None)
+    for row in out.iter_rows():
+        if row["error"]:
+            failures.add(str(row["key"]), RuntimeError(row["error"]))
+    return failures
+
+
+def list_items(cache_dir: str, keys: list[str]) -> list[str]:
+    """The cached item paths of the frames `keys` (those done), in a fixed order."""
+    out = []
+    for k in keys:
+        index = f"{cache_dir}/{safe_id(k)}/index.json"
+        if exists(index):
+            out += [f"{cache_dir}/{safe_id(k)}/{c}.npz" for c in read_json(index)["crops"]]
+    return out

@@ -1,0 +1,278 @@
+"""`playerseg train sam`: fine-tune SAM (or a head on its embeddings) as a Ray Train DDP job.
+
+    playerseg train sam --data ../shared/data/acme-football-semseg --set sam.model_type=vit_b \\
+        --set sam.checkpoint=s3://models/sam_vit_b_01ec64.pth --num-workers 2 --gpus-per-worker 1
+
+Modes (`sam.mode`): `decoder` (default), `decoder_prompt`, `last_n_blocks` (+ the last
+`sam.last_n` encoder blocks and the neck), `full`, and `head` (a semantic head on frozen
+embeddings, `playerseg.sam.head`). `decoder`, `decoder_prompt` and `head` first build the
+embedding cache (a Ray Data job, `playerseg.sam.embeddings`) and their epochs never run the
+encoder: each epoch reports `encoder_calls` (0 in these modes). Checkpoints hold the trained
+parameters only, with the base checkpoint's reference (`playerseg.sam.checkpoint`). The run
+folder `<run.out_dir>/<run.name>` is the Unet's: Ray checkpoints, metrics.csv/json, W&B offline,
+`final/sam_trained.pt`; running the same name again continues the run.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from playerseg.classes import TaskClasses
+from playerseg.config import dump, from_dict, to_dict
+from playerseg.data.registry import DataConfig, build_reader
+from playerseg.losses import LossConfig, build_loss
+from playerseg.optim import OptimConfig, SchedConfig, build_optimizer, build_scheduler
+from playerseg.sam.build import SAM_MODELS, build_sam
+from playerseg.sam.checkpoint import FILE, apply_trained, load_trained, save_trained
+from playerseg.sam.dataset import CachedItems, FrameItems, PromptConfig, collate, to_device
+from playerseg.sam.embeddings import CacheConfig, build_cache, cache_spec, list_items
+from playerseg.sam.head import SamEmbeddingHead
+from playerseg.sam.inputs import Geometry, to_model_input
+from playerseg.sam.loss import SamLoss, SamLossConfig
+from playerseg.sam.model import CACHED_MODES, SamTrainModel
+from playerseg.sam.prompts import CropConfig
+from playerseg.train.config import RunOptions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SamConfig:
+    model_type: str = "tiny_untrained"  # a key of playerseg.sam.build.SAM_MODELS
+    checkpoint: str = ""  # base SAM weights: path or fsspec URI ("" = random: tiny_untrained only makes sense)
+    mode: str = "decoder"  # decoder | decoder_prompt | last_n_blocks | full | head
+    last_n: int = 2  # last_n_blocks: encoder blocks trained
+    multimask: bool = False  # 3 masks per prompt, the best one trained (SAM paper)
+    head_hidden: int = 128  # head mode: channels of the head
+
+
+@dataclass
+class SamTrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    sam: SamConfig = field(default_factory=SamConfig)
+    prompts: PromptConfig = field(default_factory=PromptConfig)
+    crops: CropConfig = field(default_factory=CropConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    loss: SamLossConfig = field(default_factory=SamLossConfig)
+    head_loss: LossConfig = field(default_factory=LossConfig)  # head mode: playerseg.losses terms
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, weight_decay=1e-4))
+    sched: SchedConfig = field(default_factory=lambda: SchedConfig(warmup_epochs=0.0))
+    run: RunOptions = field(default_factory=lambda: RunOptions(name="sam", batch_size=4, epochs=10))
+
+
+# ---- one step, one epoch (no Ray: the worker loop, tests and the benchmark call these) ------
+def build_train_model(cfg: SamTrainConfig, num_classes: int) -> SamTrainModel:
+    s = cfg.sam
+    sam = build_sam(s.model_type, s.checkpoint or None)
+    head = SamEmbeddingHead(num_classes, hidden=s.head_hidden) if s.mode == "head" else None
+    return SamTrainModel(sam, s.mode, s.last_n, head, s.multimask)
+
+
+def forward_loss(model, batch: dict, sam_loss: SamLoss, head_loss=None) -> dict[str, torch.Tensor]:
+    """Loss terms of one batch; `model` is a SamTrainModel, maybe DDP-wrapped."""
+    core = getattr(model, "module", model)
+    if "images" in batch and isinstance(batch["images"], list):
+        batch = {**batch, "images": to_model_input(core.sam, batch["images"])}
+    out = model(batch)
+    if core.mode == "head":
+        total, parts = head_loss(out, batch["semantic"])
+        return {"loss": total, **{k: torch.tensor(v) for k, v in parts.items()}}
+    logits = torch.cat([o[0] for o in out])
+    iou = torch.cat([o[1] for o in out])
+    return sam_loss(logits.float(), iou.float(), torch.cat(batch["masks"]))
+
+
+def run_epoch(model, items, order: list[int], batch_size: int, rng: np.random.Generator, prompts: PromptConfig,
+              geo: Geometry, sam_loss: SamLoss, head_loss=None, optimizer=None, sched=None,
+              device: torch.device = torch.device("cpu"), amp: bool = False) -> dict[str, float]:
+    """One pass over `items[order]` in batches: trains when `optimizer` is given, else evaluates
+    (no jitter, no grad). Returns means of the loss terms weighted by batch, plus counts."""
+    train = optimizer is not None
+    model.train(train)
+    sums: dict[str, float] = {}
+    batches = 0
+    for s in range(0, len(order), batch_size):
+        batch = collate([items[i] for i in order[s:s + batch_size]], rng, prompts, geo, train)
+        if batch is None:
+            continue
+        batch = to_device(batch, device)
+        with torch.set_grad_enabled(train), torch.autocast(device.type, torch.bfloat16, enabled=amp):
+            terms = forward_loss(model, batch, sam_loss, head_loss)
+        if train:
+            optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            optimizer.step()
+            if sched is not None:
+                sched.step()
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        batches += 1
+    return {**{k: v / max(1, batches) for k, v in sums.items()}, "batches": float(batches)}
+
+
+def _shard(n: int, rank: int, world: int, rng: np.random.Generator | None) -> list[int]:
+    """This rank's indices: every rank gets the same count (wrapping around), shuffled if rng."""
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    per = math.ceil(n / world) if n else 0
+    order = np.resize(order, per * world) if n else order
+    return [int(i) for i in order[rank::world]]
+
+
+# ---- the Ray Train worker -------------------------------------------------------------------
+def train_loop_per_worker(config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+    from ray.train import Checkpoint
+
+    from playerseg.train.loop import seed_everything, unwrap
+    from playerseg.train.tracking import Tracker
+
+    cfg: SamTrainConfig = from_dict(SamTrainConfig, config["cfg"])
+    run_dir = Path(config["run_dir"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(max(1, int(cfg.run.cpus_per_worker)))
+    device = ray.train.torch.get_device()
+    amp = cfg.run.amp and device.type == "cuda"
+    seed_everything(cfg.run.seed)
+    classes = TaskClasses(tuple(cfg.data.classes))
+    model = build_train_model(cfg, len(classes))
+    sam = model.sam
+    geo = Geometry.of(sam)
+    encoder_calls = [0]
+    sam.image_encoder.patch_embed.register_forward_hook(lambda *a: encoder_calls.__setitem__(0, encoder_calls[0] + 1))
+
+    checkpoint = ray.train.get_checkpoint() or (Checkpoint(cfg.run.resume) if cfg.run.resume else None)
+    state = None
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            state = load_trained(str(Path(d) / FILE))
+        apply_trained(sam, state)
+        if model.head is not None:
+            model.head.load_state_dict(state["head"])
+    model.to(device)
+    ddp_kwargs = {"find_unused_parameters": True} if cfg.sam.mode not in ("decoder", "head") else None
+    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=ddp_kwargs)
+
+    if cfg.sam.mode in CACHED_MODES:
+        train_items, val_items = CachedItems(config["train_items"]), CachedItems(config["val_items"])
+    else:
+        reader = build_reader(cfg.data)
+        prompt_ids = tuple(classes.id(n) for n in cfg.prompts.classes)
+        train_items, val_items = (FrameItems(reader, config[k], geo, classes, cfg.crops, prompt_ids)
+                                  for k in ("train_items", "val_items"))
+    steps = math.ceil(len(_shard(len(train_items), rank, world, None)) / cfg.run.batch_size)
+    optimizer = build_optimizer(cfg.optim, [p for p in model.parameters() if p.requires_grad])
+    sched = build_scheduler(cfg.sched, optimizer, steps, cfg.run.epochs)
+    start_epoch = 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start_epoch = int(state["epoch"]) + 1
+    sam_loss = SamLoss(cfg.loss)
+    head_loss = build_loss(cfg.head_loss, len(classes)).to(device) if cfg.sam.mode == "head" else None
+    tracker = Tracker(str(run_dir), config["cfg"], name=cfg.run.name, project=cfg.run.wandb_project,
+                      enabled=rank == 0, start_epoch=start_epoch)
+
+    for epoch in range(start_epoch, cfg.run.epochs):
+        rng = np.random.default_rng([cfg.run.seed, epoch, rank])
+        encoder_calls[0] = 0
+        t0 = time.perf_counter()
+        tr = run_epoch(model, train_items, _shard(len(train_items), rank, world, np.random.default_rng([cfg.run.seed, epoch])),
+                       cfg.run.batch_size, rng, cfg.prompts, geo, sam_loss, head_loss, optimizer, sched, device, amp)
+        seconds = time.perf_counter() - t0
+        calls = encoder_calls[0]
+        va = run_epoch(unwrap(model), val_items, _shard(len(val_items), rank, world, None), cfg.run.batch_size,
+                       np.random.default_rng([cfg.run.seed, 7]), cfg.prompts, geo, sam_loss, head_loss,
+                       device=device, amp=amp) if len(val_items) else {}
+        metrics = {"epoch": epoch, "lr": sched.lr, "train/seconds": seconds, "encoder_calls": calls,
+                   **{f"train/{k}": v for k, v in tr.items()}, **{f"val/{k}": v for k, v in va.items()}}
+        if world > 1 and dist.is_initialized():  # mean over ranks, same keys everywhere
+            keys = sorted(k for k in metrics if k.startswith(("train/", "val/")) or k == "encoder_calls")
+            t = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64, device=device)
+            dist.all_reduce(t)
+            metrics.update({k: float(v) / (1 if k == "encoder_calls" else world) for k, v in zip(keys, t.tolist())})
+        metrics["score"] = metrics.get("val/iou", -metrics.get("val/loss", math.inf)) if va else -1.0
+        if rank == 0:
+            tracker.log(metrics)
+            with tempfile.TemporaryDirectory() as tmp:
+                core = unwrap(model)
+                save_trained(str(Path(tmp) / FILE), core.sam, core.trained, model_type=cfg.sam.model_type,
+                             base_checkpoint=cfg.sam.checkpoint or None, mode=cfg.sam.mode, last_n=cfg.sam.last_n,
+                             head=core.head, epoch=epoch, optimizer=optimizer.state_dict(),
+                             scheduler=sched.state_dict(), config=config["cfg"])
+                ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp),
+                                 checkpoint_dir_name=f"checkpoint_epoch{epoch:03d}")
+        else:
+            ray.train.report(metrics)
+    tracker.finish()
+
+
+# ---- the driver -----------------------------------------------------------------------------
+def items_of(cfg: SamTrainConfig, run_dir: Path):
+    """(train items, val items, failures): cache paths in cached modes (building the cache), else frame keys."""
+    from playerseg.data.errors import Failures
+
+    train_keys, val_keys = build_reader(cfg.data, "train").keys(), build_reader(cfg.data, "val").keys()
+    if cfg.sam.mode not in CACHED_MODES:
+        return train_keys, val_keys, Failures()
+    cache_dir = cfg.cache.dir or str(run_dir.parent / "sam_cache" / cfg.sam.model_type)
+    if cfg.sam.model_type not in SAM_MODELS:
+        raise ValueError(f"unknown SAM model type {cfg.sam.model_type!r}; types are {sorted(SAM_MODELS)}")
+    spec = cache_spec(cfg.data, cfg.crops, cfg.sam.model_type, cfg.sam.checkpoint or None, cfg.prompts.classes,
+                      SAM_MODELS[cfg.sam.model_type][2], cfg.cache.dtype)
+    failures = build_cache(spec, cache_dir, train_keys + val_keys, cfg.cache)
+    return list_items(cache_dir, train_keys), list_items(cache_dir, val_keys), failures
+
+
+def train_sam(cfg: SamTrainConfig) -> dict:
+    """Run the job; returns {run_dir, checkpoint (final sam_trained.pt), metrics, seconds, failures}."""
+    from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from playerseg.io import write_bytes_atomic
+    from playerseg.train.trainer import best_checkpoint, ensure_ray
+
+    run = cfg.run
+    run_dir = Path(run.out_dir).resolve() / run.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump(cfg, run_dir / "config.yaml")
+    ensure_ray()
+    t0 = time.perf_counter()
+    train_items, val_items, failures = items_of(cfg, run_dir)
+    if not train_items:
+        raise ValueError(f"no training items for SAM in {cfg.data.root!r} ({failures.summary()})")
+    use_gpu = run.gpus_per_worker > 0
+    resources = {"CPU": run.cpus_per_worker, **({"GPU": run.gpus_per_worker} if use_gpu else {})}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": to_dict(cfg), "run_dir": str(run_dir), "train_items": list(train_items),
+                           "val_items": list(val_items)},
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=run.num_workers, use_gpu=use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(name=run.name, storage_path=str(run_dir.parent),
+                             failure_config=FailureConfig(max_failures=run.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=run.keep_checkpoints,
+                                                                checkpoint_score_attribute="score")),
+        resume_from_checkpoint=Checkpoint(str(Path(run.resume).resolve())) if run.resume else None,
+    )
+    result = trainer.fit()
+    final = None
+    if result.checkpoint is not None:
+        with result.checkpoint.as_directory() as d:
+            final = str(run_dir / "final" / FILE)
+            write_bytes_atomic(final, (Path(d) / FILE).read_bytes())
+    best = best_checkpoint(result)
+    if failures:
+        log.warning("%s", failures.summary())
+    return {"run_dir": str(run_dir), "checkpoint": final, "best": best.path if best else None,
+            "metrics": result.metrics, "seconds": time.perf_counter() - t0, "failures": failures,
+            "train_items": len(train_items), "val_items": len(val_items)}

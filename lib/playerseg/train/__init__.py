@@ -1,0 +1,1 @@
+"""Training of segmentation models as Ray Train jobs (`playerseg train unet`)."""

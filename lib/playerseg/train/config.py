@@ -1,0 +1,98 @@
+"""The typed configuration of a training run (`playerseg train unet --config ... --set a.b=c`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from playerseg.data.registry import DataConfig
+from playerseg.losses import LossConfig
+from playerseg.models.registry import ModelConfig
+from playerseg.optim import OptimConfig, SchedConfig, SWAConfig
+
+
+@dataclass
+class AugSpec:
+    """One augmentation: probability `p` (0 = off) and its `strength` (meaning per augmentation)."""
+
+    p: float = 0.0
+    strength: float = 0.0
+
+
+@dataclass
+class AugmentConfig:
+    """albumentations pipeline of the training crops; see `playerseg.train.augment` for strengths."""
+
+    scale: AugSpec = field(default_factory=lambda: AugSpec(1.0, 0.25))  # zoom in [1-s, 1+s]
+    rotate: AugSpec = field(default_factory=lambda: AugSpec(0.3, 10.0))  # degrees
+    hflip: AugSpec = field(default_factory=lambda: AugSpec(0.5, 0.0))
+    vflip: AugSpec = field(default_factory=lambda: AugSpec(0.0, 0.0))
+    rgb_shift: AugSpec = field(default_factory=lambda: AugSpec(0.3, 15.0))  # per-channel shift, 0..255
+    brightness_contrast: AugSpec = field(default_factory=lambda: AugSpec(0.5, 0.2))
+    hsv: AugSpec = field(default_factory=lambda: AugSpec(0.3, 15.0))  # hue shift (sat, val 1.5x)
+    blur: AugSpec = field(default_factory=lambda: AugSpec(0.2, 1.5))  # max Gaussian sigma, px
+    elastic: AugSpec = field(default_factory=lambda: AugSpec(0.0, 30.0))  # alpha, px
+    grid_distortion: AugSpec = field(default_factory=lambda: AugSpec(0.0, 0.2))  # distort limit
+
+
+@dataclass
+class InputConfig:
+    """How frames reach the network; stored with every exported model as its preprocessing."""
+
+    scale: float = 0.5  # frames are resized by this factor first (0.5: 1920x1080 -> 960x540)
+    crop: tuple[int, int] = (384, 384)  # training crop (h, w) of the scaled frame
+    pad_multiple: int = 32  # validation / inference pads to a multiple of this
+
+
+@dataclass
+class ValConfig:
+    led_radius: float = 15.0  # players-over-LED region radius, px at 1080p
+    boundary_tol: float = 2.0  # boundary F tolerance, px at 1080p
+    every: int = 1  # validate every N epochs (and the last)
+    overlays: int = 3  # prediction overlays logged per validation
+    metric: str = "iou/player"  # checkpoint score (higher is better)
+    tta: bool = False  # TTA (flip + scales) in validation
+    tta_scales: list[float] = field(default_factory=lambda: [0.75, 1.0, 1.25])  # stored with the model
+
+
+@dataclass
+class RunOptions:
+    name: str = "unet"  # run folder <out_dir>/<name>; an existing one is continued
+    out_dir: str = "runs"
+    num_workers: int = 1
+    gpus_per_worker: float = 0.0  # > 0: NCCL + CUDA + AMP; 0: gloo on CPU
+    cpus_per_worker: float = 1.0  # also torch.set_num_threads in each worker
+    batch_size: int = 8  # per worker, per optimizer micro-step
+    accum_steps: int = 1  # gradient accumulation: optimizer step every N batches
+    epochs: int = 20
+    samples_per_epoch: int = 0  # crops per epoch over all workers; 0 = one per training frame
+    amp: bool = True  # mixed precision where a GPU is used (ignored on CPU)
+    max_failures: int = 1  # worker restarts from the last checkpoint (FailureConfig)
+    keep_checkpoints: int = 2  # best by val.metric, plus always the latest
+    resume: str = ""  # checkpoint directory to continue from (weights, optimizer, scheduler, epoch)
+    seed: int = 0
+    loader_workers: int = 0  # DataLoader processes per worker
+    cache: bool = True  # keep decoded, scaled frames in memory
+    wandb_project: str = "playerseg"
+    max_val_images: int = 0  # 0 = all validation frames
+    inject_failure_epoch: int = -1  # fault-injection test hook: rank 0 dies once (os._exit) at this epoch
+
+
+@dataclass
+class ExportConfig:
+    dir: str = ""  # also write the best model here (e.g. models/unet_acme); "" = only <run>/export
+    formats: list[str] = field(default_factory=lambda: ["safetensors", "torchscript"])
+    half: bool = True  # safetensors weights in fp16
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sched: SchedConfig = field(default_factory=SchedConfig)
+    swa: SWAConfig = field(default_factory=SWAConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    val: ValConfig = field(default_factory=ValConfig)
+    run: RunOptions = field(default_factory=RunOptions)
+    export: ExportConfig = field(default_factory=ExportConfig)

@@ -1,0 +1,266 @@
+"""`train_loop_per_worker`: what each Ray Train worker runs (DDP over gloo on CPU, NCCL on GPU).
+
+Per epoch: augmented random crops (a DistributedSampler shards them over workers), AMP on CUDA,
+gradient accumulation (`run.accum_steps`, no all-reduce on the intermediate micro-steps), lr
+schedule per optimizer step; then rank 0 validates on the whole validation frames
+(`SegmentationMeter`), logs metrics and overlays, and every rank calls `ray.train.report` with a
+checkpoint (rank 0's: weights, optimizer, scheduler, scaler, SWA, epoch, best score). A restarted
+worker group (FailureConfig) or `run.resume` continues from the checkpoint's next epoch.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from playerseg.classes import TaskClasses
+from playerseg.config import from_dict
+from playerseg.data.errors import Failures
+from playerseg.data.registry import build_reader
+from playerseg.losses import build_loss
+from playerseg.metrics.semantic import SegmentationMeter
+from playerseg.models.registry import build_model, normalisation
+from playerseg.models.segmenter import CHECKPOINT_FILE, META_FILE, Preprocess, model_meta
+from playerseg.optim import SWA, build_optimizer, build_scheduler
+from playerseg.train.augment import build_augment
+from playerseg.train.config import TrainConfig
+from playerseg.train.dataset import CropDataset, FrameDataset, FrameStore
+from playerseg.train.tracking import Tracker
+
+REFERENCE_HEIGHT = 1080
+
+
+def preprocess_of(cfg: TrainConfig) -> Preprocess:
+    mean, std = normalisation(cfg.model)
+    return Preprocess(scale=cfg.input.scale, pad_multiple=cfg.input.pad_multiple, mean=tuple(mean), std=tuple(std))
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_training(cfg: TrainConfig, device: torch.device):
+    """Model, loss, optimizer-ready pieces and datasets of a config (shared with the benchmark)."""
+    classes = TaskClasses(tuple(cfg.data.classes))
+    cfg.model.num_classes = len(classes)
+    preprocess = preprocess_of(cfg)
+    failures = Failures()
+    train_store = FrameStore(build_reader(cfg.data, "train"), preprocess, cfg.run.cache, failures)
+    val_store = FrameStore(build_reader(cfg.data, "val"), preprocess, cfg.run.cache, failures)
+    if cfg.run.max_val_images:
+        val_store.keys = val_store.keys[: cfg.run.max_val_images]
+    train_set = CropDataset(train_store, build_augment(cfg.augment, tuple(cfg.input.crop)), cfg.run.samples_per_epoch)
+    model = build_model(cfg.model).to(device)
+    loss_fn = build_loss(cfg.loss, len(classes)).to(device)
+    return classes, preprocess, model, loss_fn, train_set, FrameDataset(val_store), failures
+
+
+def _epoch_seed(cfg: TrainConfig, epoch: int, rank: int) -> int:
+    return cfg.run.seed * 1_000_003 + epoch * 1009 + rank
+
+
+def train_one_epoch(model, loader, loss_fn, optimizer, sched, scaler, preprocess: Preprocess,
+                    device: torch.device, accum_steps: int, amp: bool) -> dict:
+    model.train()
+    sums: dict[str, float] = {}
+    images = batches = 0
+    start = time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
+    n = len(loader)
+    for i, (x, y) in enumerate(loader):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x = preprocess.normalize(x)
+        step_now = (i + 1) % accum_steps == 0 or i + 1 == n
+        sync = model.no_sync() if isinstance(model, DistributedDataParallel) and not step_now else contextlib.nullcontext()
+        with sync:
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+                logits = model(x)
+            loss, parts = loss_fn(logits, y)
+            scaler.scale(loss / accum_steps).backward()
+        if step_now:
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            sched.step()
+        sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+        for k, v in parts.items():
+            sums[f"loss_{k}"] = sums.get(f"loss_{k}", 0.0) + v
+        images += len(x)
+        batches += 1
+    seconds = time.perf_counter() - start
+    out = {f"train/{k}": v / max(1, batches) for k, v in sums.items()}
+    out["train/images"] = images
+    out["train/seconds"] = seconds
+    return out
+
+
+@torch.inference_mode()
+def validate(model, dataset: FrameDataset, classes: TaskClasses, cfg: TrainConfig, preprocess: Preprocess,
+             device: torch.device, overlays: int = 0):
+    """Metrics of `model` on the whole validation frames (+ up to `overlays` (image, truth, pred))."""
+    model.eval()
+    meter = SegmentationMeter(classes, led_radius=cfg.val.led_radius, boundary_tol=cfg.val.boundary_tol,
+                              reference_height=int(round(REFERENCE_HEIGHT * preprocess.scale)))
+    shown = []
+    for i in range(len(dataset)):
+        x, y, _ = dataset[i]
+        xb = preprocess.normalize(x[None].to(device))
+        logits = model(xb).float()
+        if cfg.val.tta:
+            logits = logits.softmax(1) + model(xb.flip(-1)).float().softmax(1).flip(-1)
+        image, labels = dataset.store.get(dataset.store.keys[i])
+        h, w = labels.shape
+        pred = logits.argmax(1)[0, :h, :w].to(torch.uint8).cpu().numpy()
+        meter.update(pred, labels)
+        if len(shown) < overlays:
+            shown.append((image, labels, pred))
+    return meter.compute(), shown
+
+
+def _save_checkpoint(directory: Path, state: dict, meta: dict) -> None:
+    import json
+
+    torch.save(state, directory / CHECKPOINT_FILE)
+    (directory / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+
+
+def write_model_dir(target: Path, state_dict: dict, meta: dict) -> None:
+    """Replace `target` with a model folder (model.json + model.safetensors fp32), all or nothing."""
+    import json
+
+    from safetensors.torch import save_file
+
+    target = Path(target)
+    tmp = target.parent / f".tmp-{target.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, str(tmp / "model.safetensors"))
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+    old = target.parent / f".old-{target.name}-{os.getpid()}"
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def train_loop_per_worker(config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+    from ray.train import Checkpoint
+
+    cfg: TrainConfig = from_dict(TrainConfig, config["cfg"])
+    run_dir = Path(config["run_dir"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(max(1, int(cfg.run.cpus_per_worker)))
+    device = ray.train.torch.get_device()
+    amp = cfg.run.amp and device.type == "cuda"
+    seed_everything(_epoch_seed(cfg, 0, 0))  # same initial weights on every rank
+
+    classes, preprocess, model, loss_fn, train_set, val_set, failures = build_training(cfg, device)
+    model = ray.train.torch.prepare_model(model)
+    loader = DataLoader(train_set, batch_size=cfg.run.batch_size, shuffle=True, drop_last=len(train_set) >= cfg.run.batch_size * world,
+                        num_workers=cfg.run.loader_workers, persistent_workers=cfg.run.loader_workers > 0)
+    loader = ray.train.torch.prepare_data_loader(loader, move_to_device=False)
+    steps_per_epoch = math.ceil(len(loader) / cfg.run.accum_steps)
+    optimizer = build_optimizer(cfg.optim, model.parameters())
+    sched = build_scheduler(cfg.sched, optimizer, steps_per_epoch, cfg.run.epochs)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    swa = SWA(cfg.swa, unwrap(model), optimizer, cfg.run.epochs) if cfg.swa.enabled else None
+
+    start_epoch, best = 0, -math.inf
+    # a restarted worker group continues from the run's latest checkpoint, a new run from run.resume
+    # (Ray Train V2 has no resume_from_checkpoint: the path travels in the config)
+    checkpoint = ray.train.get_checkpoint() or (Checkpoint(cfg.run.resume) if cfg.run.resume else None)
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            state = torch.load(Path(d) / CHECKPOINT_FILE, map_location=device, weights_only=False)
+        unwrap(model).load_state_dict(state["train_model"])
+        optimizer.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        if swa is not None and state.get("swa"):
+            swa.load_state_dict(state["swa"])
+        start_epoch, best = state["epoch"] + 1, state["best"]
+
+    tracker = Tracker(str(run_dir), config["cfg"], name=cfg.run.name, project=cfg.run.wandb_project,
+                      enabled=rank == 0, start_epoch=start_epoch)
+    meta_extra = {"data": {"format": cfg.data.format, "root": cfg.data.root, "split_block": cfg.data.split_block,
+                           "val_fraction": cfg.data.val_fraction, "seed": cfg.data.seed,
+                           "train_frames": len(train_set.store), "val_frames": len(val_set.store)}}
+    for epoch in range(start_epoch, cfg.run.epochs):
+        marker = run_dir / f".injected-failure-{epoch}"
+        if epoch == cfg.run.inject_failure_epoch and rank == 0 and not marker.exists():
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text("this worker died here once on purpose (run.inject_failure_epoch)\n")
+            os._exit(1)
+        seed_everything(_epoch_seed(cfg, epoch, rank))
+        train_set.transform.set_random_seed(_epoch_seed(cfg, epoch, rank))
+        sampler = getattr(loader, "_dataloader", loader).sampler
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        metrics = {"epoch": epoch, "lr": sched.lr}
+        metrics.update(train_one_epoch(model, loader, loss_fn, optimizer, sched, scaler, preprocess, device,
+                                       cfg.run.accum_steps, amp))
+        metrics["train/images_per_s"] = metrics["train/images"] * world / max(1e-9, metrics["train/seconds"])
+        if swa is not None:
+            swa.epoch_end(unwrap(model), epoch)
+        last = epoch == cfg.run.epochs - 1
+        eval_model = unwrap(model)
+        if last and swa is not None and swa.active(epoch):
+            eval_model = swa.finalize(((preprocess.normalize(x.to(device)), y) for x, y in loader), device)
+            metrics["swa"] = True
+        score = math.nan
+        if rank == 0 and ((epoch + 1) % cfg.val.every == 0 or last):
+            t0 = time.perf_counter()
+            val_metrics, shown = validate(eval_model, val_set, classes, cfg, preprocess, device, cfg.val.overlays)
+            metrics.update({f"val/{k}": v for k, v in val_metrics.items()})
+            metrics["val/seconds"] = time.perf_counter() - t0
+            score = val_metrics.get(cfg.val.metric, math.nan)
+            if shown:
+                tracker.overlays(epoch, *zip(*shown), classes.names)
+        if world > 1 and dist.is_initialized():
+            t = torch.tensor([score], dtype=torch.float64, device=device)
+            dist.broadcast(t, src=0)
+            score = float(t.item())
+        sched.epoch_end(score)
+        metrics["score"] = score if not math.isnan(score) else -1.0
+        improved = not math.isnan(score) and score > best
+        best = max(best, score) if not math.isnan(score) else best
+        metrics["best_score"] = best if best > -math.inf else -1.0
+        meta = model_meta(cfg.model, classes, preprocess, cfg.val.tta_scales, epoch=epoch,
+                          metrics={k: v for k, v in metrics.items() if k.startswith("val/")}, **meta_extra)
+        if rank == 0:
+            tracker.log(metrics)
+            if improved:
+                write_model_dir(run_dir / "best", eval_model.state_dict(), meta)
+            with tempfile.TemporaryDirectory() as tmp:
+                _save_checkpoint(Path(tmp), {
+                    "model": eval_model.state_dict(), "train_model": unwrap(model).state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": sched.state_dict(),
+                    "scaler": scaler.state_dict(), "swa": swa.state_dict() if swa is not None else None,
+                    "epoch": epoch, "best": best, "config": config["cfg"]}, meta)
+                ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp),
+                                 checkpoint_dir_name=f"checkpoint_epoch{epoch:03d}")
+        else:
+            ray.train.report(metrics)
+    if rank == 0 and failures:
+        (run_dir / "failures.txt").write_text(failures.summary() + "\n")
+    tracker.finish()

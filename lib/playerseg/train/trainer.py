@@ -1,0 +1,153 @@
+"""`playerseg train unet`: the Ray Train job (TorchTrainer) around `loop.train_loop_per_worker`.
+
+    playerseg train unet --config configs/unet_acme.yaml --num-workers 2 --gpus-per-worker 1 \\
+        --set optim.lr=3e-4 --set run.epochs=40
+
+The run folder is `<run.out_dir>/<run.name>`: Ray's checkpoints (`checkpoint_epochNNN/`, the best
+`run.keep_checkpoints` by `val.metric` plus the latest), `config.yaml`, `metrics.csv/json`,
+`overlays/`, `wandb/`, `best/` (the best model so far) and, at the end, `export/`. Running the same
+name again continues the run from its latest checkpoint; `--resume DIR` starts from a checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from pathlib import Path
+
+from playerseg.config import dump, load, to_dict
+from playerseg.train.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def run_dir_of(cfg: TrainConfig) -> Path:
+    return Path(cfg.run.out_dir).resolve() / cfg.run.name
+
+
+def ensure_ray(num_cpus: int | None = None) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        address = os.environ.get("RAY_ADDRESS") or None
+        if address:
+            ray.init(address=address)
+        else:
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
+
+
+def build_trainer(cfg: TrainConfig):
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from playerseg.train.loop import train_loop_per_worker
+
+    run = cfg.run
+    use_gpu = run.gpus_per_worker > 0
+    resources = {"CPU": run.cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = run.gpus_per_worker
+    run_dir = run_dir_of(cfg)
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": to_dict(cfg), "run_dir": str(run_dir)},
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=run.num_workers, use_gpu=use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=run.name,
+            storage_path=str(run_dir.parent),
+            failure_config=FailureConfig(max_failures=run.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=run.keep_checkpoints, checkpoint_score_attribute="score",
+                                               checkpoint_score_order="max"),
+        ),
+    )
+
+
+def _absolute_paths(cfg: TrainConfig) -> None:
+    """Local relative paths resolved against the driver's folder (workers run elsewhere)."""
+    def fix(p: str) -> str:
+        return str(Path(p).resolve()) if p and "://" not in p and Path(p).exists() else p
+
+    cfg.data.root = fix(cfg.data.root)
+    cfg.data.mapping = fix(cfg.data.mapping)
+    cfg.data.annotations = fix(cfg.data.annotations)
+    cfg.model.encoder_weights = fix(cfg.model.encoder_weights)
+    cfg.run.resume = fix(cfg.run.resume)
+
+
+def best_checkpoint(result):
+    """The reported checkpoint with the highest score (else the latest)."""
+    scored = [(m.get("score", -1.0), c) for c, m in (result.best_checkpoints or [])]
+    return max(scored, key=lambda t: t[0])[1] if scored else result.checkpoint
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run the job; returns {run_dir, checkpoint, metrics, export, seconds}."""
+    from playerseg.train.export import export_model
+
+    _absolute_paths(cfg)
+    run_dir = run_dir_of(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump(cfg, run_dir / "config.yaml")
+    ensure_ray()
+    t0 = time.perf_counter()
+    result = build_trainer(cfg).fit()
+    seconds = time.perf_counter() - t0
+    ckpt = best_checkpoint(result)
+    out = {"run_dir": str(run_dir), "checkpoint": ckpt.path if ckpt else None, "metrics": result.metrics,
+           "seconds": seconds, "export": []}
+    if ckpt is not None and cfg.export.formats:
+        extra = {"train_seconds": seconds, "run_dir": str(run_dir)}
+        with ckpt.as_directory() as d:
+            for target in [run_dir / "export", *([Path(cfg.export.dir)] if cfg.export.dir else [])]:
+                export_model(d, str(target), cfg.export.formats, cfg.export.half, extra)
+                out["export"].append(str(target))
+    return out
+
+
+# ---- command line -------------------------------------------------------------------------
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML TrainConfig (see configs/unet_acme.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set optim.lr=3e-4 (repeatable)")
+    p.add_argument("--data", help="dataset root (data.root)")
+    p.add_argument("--num-workers", type=int, help="Ray Train workers (run.num_workers)")
+    p.add_argument("--gpus-per-worker", type=float, help="GPUs per worker; 0 = CPU with gloo (run.gpus_per_worker)")
+    p.add_argument("--cpus-per-worker", type=float, help="CPUs (= torch threads) per worker")
+    p.add_argument("--batch-size", type=int, help="batch per worker (run.batch_size)")
+    p.add_argument("--epochs", type=int, help="run.epochs")
+    p.add_argument("--accum-steps", type=int, help="gradient accumulation (run.accum_steps)")
+    p.add_argument("--out", help="runs folder (run.out_dir)")
+    p.add_argument("--name", help="run name: folder under --out; an existing run continues (run.name)")
+    p.add_argument("--resume", help="checkpoint folder to start from (run.resume)")
+    p.add_argument("--max-failures", type=int, help="worker restarts from the last checkpoint")
+    p.add_argument("--export-dir", help="also export the best model here (export.dir)")
+
+
+_FLAGS = {"data": "data.root", "num_workers": "run.num_workers", "gpus_per_worker": "run.gpus_per_worker",
+          "cpus_per_worker": "run.cpus_per_worker", "batch_size": "run.batch_size", "epochs": "run.epochs",
+          "accum_steps": "run.accum_steps", "out": "run.out_dir", "name": "run.name", "resume": "run.resume",
+          "max_failures": "run.max_failures", "export_dir": "export.dir"}
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    overrides = list(args.overrides)
+    for flag, key in _FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    return load(TrainConfig, args.config, overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    out = train(cfg)
+    m = out["metrics"] or {}
+    keys = [k for k in m if k.startswith("val/iou/") or k in ("val/players_over_led_iou", "val/miou")]
+    print(f"run folder: {out['run_dir']}  ({out['seconds'] / 60:.1f} min)")
+    print(f"best checkpoint: {out['checkpoint']}")
+    print("last epoch: " + ", ".join(f"{k}={m[k]:.4f}" for k in keys if isinstance(m[k], float)))
+    for path in out["export"]:
+        print(f"exported: {path}")
+    return 0

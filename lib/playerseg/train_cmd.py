@@ -1,0 +1,31 @@
+"""`playerseg train <family> ...`: train a model family as a Ray Train job.
+
+Each family is a module exposing `add_arguments(parser)` and `run(args) -> int`; adding a family
+(e.g. `sam`) is adding a line to FAMILIES.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+FAMILIES: dict[str, tuple[str, str]] = {
+    # family: (module, one-line help)
+    "unet": ("playerseg.train.trainer", "smp encoder-decoder (Unet, Unet++, FPN, DeepLabV3+) with Ray Train DDP"),
+    "sam": ("playerseg.sam.cli", "Segment Anything fine-tuning (decoder / prompt / last blocks / full) or a head on its embeddings"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="family", required=True, metavar="FAMILY")
+    argv = sys.argv[1:]
+    chosen = next((a for a in argv if a in FAMILIES), None)  # import only the family being run
+    for family, (module, help_text) in FAMILIES.items():
+        p = sub.add_parser(family, help=help_text, description=help_text)
+        p.set_defaults(_family_module=module)
+        if chosen is None or family == chosen:
+            importlib.import_module(module).add_arguments(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    return int(importlib.import_module(args._family_module).run(args) or 0)

@@ -1,0 +1,1 @@
+"""Hyperparameter sweeps (`playerseg tune`): YAML search spaces (space.py) run on Ray Tune (sweep.py)."""

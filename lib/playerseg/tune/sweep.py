@@ -1,0 +1,282 @@
+"""Hyperparameter sweeps on Ray Tune over the training job of `playerseg train`.
+
+Each trial is a function trainable that builds THE trainer of `playerseg train <family>`
+(`<module>.build_trainer(cfg)`, a TorchTrainer) for its config and runs it; Train V2 reports
+reach Tune through `ray.tune.integration.ray_train.TuneReportCallback`. The trial itself holds
+`DRIVER_CPUS`; its Train workers ask for `run.num_workers` x (`run.cpus_per_worker`,
+`run.gpus_per_worker`: fractions allowed) like any training run.
+
+Outputs, in `<out_dir>/<name>/` (the Tune experiment folder):
+  trials/<trial_id>/    each trial's run folder (config.yaml, metrics.csv, checkpoints, W&B)
+  results.csv / results.parquet   one row per trial: its config (`config/<key>`), last metrics,
+                        `best_<metric>`, iterations, status
+  best_config.yaml      the best trial's full training config (`playerseg train <family> --config`)
+  best.json             best trial id, its metrics, its best checkpoint path
+  sweep.yaml            this SweepConfig: `resume=True` continues the sweep as it was started
+                        (`Tuner.restore`: unfinished and errored trials run again from their checkpoints)
+
+Train V2 removes the worker placement group of a trial stopped by the scheduler through the Ray
+State API, which needs the dashboard: `run_sweep` starts a local Ray with it (or joins RAY_ADDRESS).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from playerseg.config import dump, to_dict
+from playerseg.io import atomic_path, write_json_atomic
+from playerseg.tune.space import Space, apply, load_space
+
+log = logging.getLogger(__name__)
+
+DRIVER_CPUS = 0.01  # the trial's own process: it only waits on its TorchTrainer
+
+
+@dataclass(frozen=True)
+class Family:
+    config: str  # "module:Class" of the training config
+    trainer_module: str  # exposes build_trainer(cfg) -> TorchTrainer (the one `playerseg train` runs)
+    forced: dict = field(default_factory=dict)  # values every trial needs (e.g. validate every epoch)
+
+    def config_cls(self):
+        module, name = self.config.split(":")
+        return getattr(importlib.import_module(module), name)
+
+
+FAMILIES: dict[str, Family] = {
+    "unet": Family("playerseg.train.config:TrainConfig", "playerseg.train.trainer", {"val.every": 1}),
+    "sam": Family("playerseg.sam.train:SamTrainConfig", "playerseg.sam.train"),
+}
+
+
+@dataclass
+class SweepConfig:
+    family: str = "unet"  # a key of FAMILIES
+    space: str = ""  # search space YAML (tune_spaces/unet.yaml)
+    config: str = ""  # base training config YAML (configs/unet_acme.yaml); "" = defaults
+    overrides: list[str] = field(default_factory=list)  # base config overrides, "run.epochs=6"
+    name: str = "sweep"  # experiment folder <out_dir>/<name>
+    out_dir: str = "runs/tune"
+    num_samples: int = 8  # samples of the space (each grid point is repeated this many times)
+    scheduler: Literal["asha", "pbt"] = "asha"
+    metric: str = "score"  # a metric the training reports (score = val.metric, higher is better)
+    mode: Literal["max", "min"] = "max"
+    max_concurrent: int = 0  # trials at once; 0 = as many as the cluster's CPUs/GPUs hold now
+    grace_period: int = 1  # ASHA: epochs before a trial can be stopped
+    reduction_factor: int = 2  # ASHA: 1/reduction_factor of the trials go on at each rung
+    perturbation_interval: int = 2  # PBT: epochs between exploit/explore steps
+    seed: int = 0  # sampling of the space
+    wandb: bool = True  # Tune's W&B callback (offline unless WANDB_API_KEY is set)
+    resume: bool = False  # continue <out_dir>/<name> (Tuner.restore)
+
+
+def experiment_dir(cfg: SweepConfig) -> Path:
+    return Path(cfg.out_dir).resolve() / cfg.name
+
+
+def base_config(cfg: SweepConfig):
+    """The family's training config from `cfg.config` + `cfg.overrides`, local paths made absolute."""
+    from playerseg.config import load
+
+    family = FAMILIES[cfg.family]
+    base = load(family.config_cls(), cfg.config or None, cfg.overrides)
+    if hasattr(base, "data") and hasattr(base, "model"):
+        from playerseg.train.trainer import _absolute_paths  # trials run in other processes / nodes
+
+        _absolute_paths(base)
+    return base
+
+
+def trial_config(family: Family, base_tree: dict, values: dict, trials_dir: str, trial_id: str):
+    """A trial's training config: base, then the sampled values, then the family's forced values;
+    its run folder is <trials_dir>/<trial_id>."""
+    cls = family.config_cls()
+    cfg = apply(cls, base_tree, {**values, **family.forced})
+    cfg.run.out_dir, cfg.run.name = trials_dir, trial_id
+    return cfg
+
+
+def run_trial(config: dict, family_name: str, base_tree: dict, trials_dir: str) -> None:
+    """The Tune trainable: `playerseg train`'s TorchTrainer for this trial's config."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    family = FAMILIES[family_name]
+    trial_id = tune.get_context().get_trial_id()
+    cfg = trial_config(family, base_tree, config, trials_dir, trial_id)
+    run_dir = Path(trials_dir) / trial_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump(cfg, run_dir / "config.yaml")
+    trainer = importlib.import_module(family.trainer_module).build_trainer(cfg)
+    trainer.run_config.callbacks = [*(trainer.run_config.callbacks or []), TuneReportCallback()]
+    trainer.fit()  # a re-run of the same trial (restore) continues from its latest checkpoint
+
+
+def _scheduler(cfg: SweepConfig, space: Space, max_t: int):
+    from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining
+
+    if cfg.scheduler == "asha":
+        # max_t past the last epoch: a trial that is never cut ends by itself (its Train run shuts down cleanly)
+        return ASHAScheduler(time_attr="training_iteration", max_t=max_t + 1, grace_period=cfg.grace_period,
+                             reduction_factor=cfg.reduction_factor)
+    if cfg.scheduler == "pbt":
+        # PBT exploits by restarting a trial from a better trial's Tune checkpoint; Train V2 trials report
+        # theirs through TuneReportCallback as the `checkpoint_path` metric only (Ray 2.60), so PBT logs
+        # "no checkpoint ... skip exploit" and, as it explores only when it exploits, runs a random search.
+        log.warning("PBT with Ray Train V2 trials: no Tune checkpoints, exploit/explore steps are skipped "
+                    "(Ray 2.60): this runs as a random search; prefer ASHA")
+        return PopulationBasedTraining(time_attr="training_iteration", perturbation_interval=cfg.perturbation_interval,
+                                       hyperparam_mutations=space.mutations())
+    raise ValueError(f"unknown scheduler {cfg.scheduler!r}; schedulers are asha, pbt")
+
+
+def _max_concurrent(base, requested: int) -> int:
+    """Trials at once: `requested`, else what the cluster's current CPUs/GPUs hold."""
+    import ray
+
+    if requested > 0:
+        return requested
+    res = ray.cluster_resources()
+    run = base.run
+    fits = [math.floor(res.get("CPU", 0) / max(1e-6, run.num_workers * run.cpus_per_worker))]
+    if run.gpus_per_worker > 0:
+        fits.append(math.floor(res.get("GPU", 0) / (run.num_workers * run.gpus_per_worker)))
+    return max(1, min(fits))
+
+
+def _wandb_callback(cfg: SweepConfig, base, exp_dir: Path):
+    from ray.air.integrations.wandb import WandbLoggerCallback
+
+    mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+    return WandbLoggerCallback(project=getattr(base.run, "wandb_project", "playerseg"), group=cfg.name,
+                               mode=mode, dir=str(exp_dir), log_config=True)
+
+
+def init_ray() -> None:
+    """Join RAY_ADDRESS, else start a local Ray with the dashboard (Train V2's cleanup needs it)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    ray.init(address=address or "local", include_dashboard=None if address else True)
+
+
+def _scalar(v):
+    return json.dumps(v) if isinstance(v, (list, tuple, dict)) else v
+
+
+def results_table(results, metric: str, mode: str):
+    """pandas DataFrame, one row per trial: config/<key>, last metrics, best_<metric>, status."""
+    import pandas as pd
+
+    rows = []
+    for r in results:
+        history = r.metrics_dataframe
+        best = math.nan
+        if history is not None and metric in history:
+            best = history[metric].max() if mode == "max" else history[metric].min()
+        m = r.metrics or {}
+        row = {"trial_id": m.get("trial_id", Path(r.path).name), "status": "ERROR" if r.error else "OK",
+               "iterations": m.get("training_iteration", 0), f"best_{metric}": best, "path": r.path}
+        row.update({f"config/{k}": _scalar(v) for k, v in (r.config or {}).items()})
+        row.update({k: _scalar(v) for k, v in m.items() if k not in ("config", "trial_id", "training_iteration")})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _best_checkpoint(result, metric: str, mode: str) -> str | None:
+    """The checkpoint reported with the trial's best `metric` (else its latest one still on disk)."""
+    history = result.metrics_dataframe
+    if history is None or "checkpoint_path" not in history:
+        return None
+    history = history.dropna(subset=["checkpoint_path"])
+    if metric in history and len(history):
+        ordered = history.sort_values(metric, ascending=mode == "min")
+        for path in ordered["checkpoint_path"]:
+            if Path(path).exists() or "://" in path:
+                return path
+    paths = [p for p in history["checkpoint_path"] if Path(p).exists()]
+    return paths[-1] if paths else None
+
+
+def write_results(cfg: SweepConfig, results, base, exp_dir: Path) -> dict:
+    """results.csv/.parquet, best_config.yaml, best.json; returns the best.json content."""
+    family = FAMILIES[cfg.family]
+    table = results_table(results, cfg.metric, cfg.mode)
+    with atomic_path(str(exp_dir / "results.csv")) as p:
+        table.to_csv(p, index=False)
+    with atomic_path(str(exp_dir / "results.parquet")) as p:
+        table.to_parquet(p, index=False)
+    best = results.get_best_result(metric=cfg.metric, mode=cfg.mode, scope="all")
+    best_cfg = apply(family.config_cls(), to_dict(base), best.config)
+    best_cfg.run.name = f"{cfg.name}-best"
+    dump(best_cfg, exp_dir / "best_config.yaml")
+    summary = {"trial_id": Path(best.path).name, "trial_dir": best.path, "config": best.config,
+               "checkpoint": _best_checkpoint(best, cfg.metric, cfg.mode),
+               "metric": cfg.metric, "mode": cfg.mode,
+               f"best_{cfg.metric}": table.set_index("path").loc[best.path, f"best_{cfg.metric}"],
+               "trials": len(table), "errors": int((table["status"] == "ERROR").sum())}
+    write_json_atomic(str(exp_dir / "best.json"), json.loads(json.dumps(summary, default=float)))
+    return summary
+
+
+def run_sweep(cfg: SweepConfig) -> dict:
+    """Run (or resume) the sweep; returns best.json's content plus `dir`."""
+    from ray import tune
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    exp_dir = experiment_dir(cfg)
+    if cfg.resume:  # the sweep as it was started (its space, base config, scheduler...)
+        from playerseg.config import load
+
+        if not (exp_dir / "sweep.yaml").is_file():
+            raise FileNotFoundError(f"{exp_dir}: no sweep to resume there (no sweep.yaml)")
+        cfg = dataclasses.replace(load(SweepConfig, exp_dir / "sweep.yaml"), resume=True)
+    if cfg.family not in FAMILIES:
+        raise ValueError(f"unknown family {cfg.family!r}; families are {sorted(FAMILIES)}")
+    family = FAMILIES[cfg.family]
+    base = base_config(cfg)
+    space = load_space(family.config_cls(), cfg.space, base)  # errors here, before any trial
+    if not hasattr(importlib.import_module(family.trainer_module), "build_trainer"):
+        raise ValueError(f"family {cfg.family!r}: {family.trainer_module} has no build_trainer(cfg) to run trials with")
+    if not cfg.resume and (exp_dir / "tuner.pkl").exists():
+        raise FileExistsError(f"{exp_dir}: a sweep exists there; resume it (--resume) or pick another --name")
+    trials_dir = str(exp_dir / "trials")
+    init_ray()
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, family_name=cfg.family, base_tree=to_dict(base), trials_dir=trials_dir),
+        {"cpu": DRIVER_CPUS})
+    if cfg.resume:
+        if not tune.Tuner.can_restore(str(exp_dir)):
+            raise FileNotFoundError(f"{exp_dir}: no sweep to resume there")
+        tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        absolute = {k: str(Path(getattr(cfg, k)).resolve()) for k in ("space", "config") if getattr(cfg, k)}
+        dump(dataclasses.replace(cfg, resume=False, **absolute), exp_dir / "sweep.yaml")
+        callbacks = [_wandb_callback(cfg, base, exp_dir)] if cfg.wandb else []
+        concurrent = _max_concurrent(base, cfg.max_concurrent)
+        log.info("sweep %s: %d samples, %s, up to %d trials at once", cfg.name, cfg.num_samples, cfg.scheduler,
+                 concurrent)
+        tuner = tune.Tuner(
+            trainable,
+            param_space=space.param_space(),
+            tune_config=tune.TuneConfig(
+                metric=cfg.metric, mode=cfg.mode, num_samples=cfg.num_samples,
+                scheduler=_scheduler(cfg, space, base.run.epochs),
+                search_alg=BasicVariantGenerator(random_state=cfg.seed, max_concurrent=concurrent),
+                trial_dirname_creator=lambda trial: trial.trial_id),
+            run_config=tune.RunConfig(name=cfg.name, storage_path=str(exp_dir.parent), callbacks=callbacks,
+                                      failure_config=tune.FailureConfig(max_failures=0)),
+        )
+    results = tuner.fit()
+    summary = write_results(cfg, results, base, exp_dir)
+    return {**summary, "dir": str(exp_dir)}

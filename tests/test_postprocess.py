@@ -1,0 +1,137 @@
+"""Post-processing: probabilities -> player / LED-board instances, and their RLE at source size."""
+import numpy as np
+import pytest
+
+from playerseg.classes import TaskClasses
+from playerseg.infer.postprocess import (
+    PostprocessConfig,
+    class_fractions,
+    instance_records,
+    postprocess,
+    rle_from_crop,
+)
+from playerseg.metrics import rle
+
+CLASSES = TaskClasses()
+BG, PLAYER, LED = 0, 1, 2
+
+
+def probs(label: np.ndarray, led_extra: np.ndarray | None = None) -> np.ndarray:
+    """Confident one-hot probabilities of a label map; `led_extra` adds LED-board evidence."""
+    p = np.stack([(label == c).astype(np.float32) for c in range(3)]) * 0.9 + 0.05
+    if led_extra is not None:
+        p[LED][led_extra] = 0.4
+        p[PLAYER][led_extra] = 0.55
+        p[BG][led_extra] = 0.05
+    return p
+
+
+def two_players_bridged():
+    label = np.zeros((64, 96), np.uint8)
+    label[20:30, :] = LED  # the board behind them
+    label[10:50, 20:34] = PLAYER
+    label[10:50, 40:54] = PLAYER
+    label[22:28, 34:40] = PLAYER  # bridge of player pixels across the board
+    bridge = np.zeros_like(label, bool)
+    bridge[22:28, 34:40] = True
+    return label, bridge
+
+
+def test_merged_players_split_where_led_board_separates_them():
+    label, bridge = two_players_bridged()
+    instances, _ = postprocess(probs(label, bridge), CLASSES)
+    players = [i for i in instances if i.class_id == PLAYER]
+    assert len(players) == 2
+    # every player pixel lands in exactly one part
+    merged, _ = postprocess(probs(label, bridge), CLASSES, PostprocessConfig(split_on_led=False))
+    (whole,) = [i for i in merged if i.class_id == PLAYER]
+    union = sum(p.mask.astype(int) for p in players)
+    assert union.max() == 1 and ((union > 0) == whole.mask).all()
+    xs = sorted(p.box[0] for p in players)
+    assert xs[0] == 20 and xs[1] >= 34
+
+
+def test_bridge_without_led_evidence_is_not_split():
+    label, _ = two_players_bridged()
+    instances, _ = postprocess(probs(label), CLASSES)
+    assert len([i for i in instances if i.class_id == PLAYER]) == 1
+
+
+def test_components_small_blobs_and_classes():
+    label = np.zeros((100, 100), np.uint8)
+    label[10:40, 10:20] = PLAYER
+    label[10:40, 60:70] = PLAYER
+    label[80:82, 80:82] = PLAYER  # 4 px speck, removed by the opening / min area
+    label[50:60, :] = LED
+    cfg = PostprocessConfig(min_area_frac=0.002)  # 20 px
+    instances, semantic = postprocess(probs(label), CLASSES, cfg)
+    assert sorted(i.class_id for i in instances) == [PLAYER, PLAYER, LED]
+    assert all(0.9 < i.score <= 0.951 for i in instances)
+    assert semantic.shape == (100, 100) and semantic[15, 15] == PLAYER
+    big = PostprocessConfig(min_area_frac=0.05)  # 500 px: only the board survives
+    assert [i.class_id for i in postprocess(probs(label), CLASSES, big)[0]] == [LED]
+
+
+def test_hole_filling_and_convex_hull_options():
+    label = np.zeros((64, 64), np.uint8)
+    label[10:40, 10:40] = PLAYER
+    label[20:30, 20:30] = BG  # a hole
+    off = PostprocessConfig(fill_holes=False, open_px=0, close_px=0)
+    (inst,), _ = postprocess(label, CLASSES, off)
+    assert inst.mask.sum() == 900 - 100 and inst.score == 1.0  # label map input: score 1
+    (filled,), _ = postprocess(label, CLASSES, PostprocessConfig(open_px=0, close_px=0))
+    assert filled.mask.sum() == 900
+
+    ell = np.zeros((64, 64), np.uint8)
+    ell[10:40, 10:16] = PLAYER
+    ell[34:40, 10:40] = PLAYER
+    (plain,), _ = postprocess(ell, CLASSES, off)
+    (hull,), _ = postprocess(ell, CLASSES, PostprocessConfig(convex_hull=True, open_px=0, close_px=0))
+    assert hull.mask.sum() > plain.mask.sum() + 250 and hull.mask[plain.mask].all()
+
+
+def test_contour_cleanup_removes_spurs():
+    label = np.zeros((64, 64), np.uint8)
+    label[10:40, 10:30] = PLAYER
+    label[20, 30:45] = PLAYER  # one-pixel-wide spur
+    (inst,), _ = postprocess(label, CLASSES)
+    assert not inst.mask[20, 32:45].any() and inst.box[2] <= 31
+
+
+def test_rejects_wrong_shapes():
+    with pytest.raises(ValueError, match="probabilities"):
+        postprocess(np.zeros((4, 8, 8), np.float32), CLASSES)
+
+
+def test_class_fractions():
+    label = np.zeros((10, 10), np.uint8)
+    label[:2] = PLAYER
+    label[2:3] = LED
+    f = class_fractions(label, CLASSES)
+    assert f == {"background": 0.7, "player": 0.2, "led_board": 0.1}
+
+
+def test_rle_from_crop_equals_full_frame_encoding():
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        h, w = rng.integers(3, 30, 2)
+        x0, y0 = rng.integers(0, w), rng.integers(0, h)
+        crop = rng.random((rng.integers(1, h - y0 + 1), rng.integers(1, w - x0 + 1))) > 0.5
+        full = np.zeros((h, w), bool)
+        full[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop
+        assert rle_from_crop(crop, int(x0), int(y0), int(h), int(w)) == rle.encode(full)
+
+
+def test_instance_records_at_source_resolution():
+    label = np.zeros((36, 64), np.uint8)
+    label[6:30, 10:20] = PLAYER
+    instances, _ = postprocess(label, CLASSES)
+    (row,) = instance_records(instances, (360, 640), CLASSES)  # 10x the model resolution
+    assert row["class"] == "player" and row["instance_id"] == 0
+    assert row["mask_rle_size"] == [360, 640]
+    mask = rle.decode({"size": row["mask_rle_size"], "counts": row["mask_rle_counts"]})
+    expected = np.zeros((360, 640), bool)
+    expected[60:300, 100:200] = True
+    iou = (mask & expected).sum() / (mask | expected).sum()
+    assert iou > 0.97 and row["area"] == mask.sum()
+    assert row["bbox"] == [100.0, 60.0, 100.0, 240.0]
