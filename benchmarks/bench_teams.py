@@ -14,20 +14,19 @@ import argparse
 import sys
 import time
 
-from playerseg.config import load, to_dict
+from playerseg.config import add_config_arguments, from_args, to_dict
 from playerseg.io import write_json_atomic
 from playerseg.players.analysis import AnalysisConfig, default_root, format_tables, run
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="YAML of AnalysisConfig")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    add_config_arguments(parser, AnalysisConfig)
     parser.add_argument("--out", help="also write the result as JSON here")
     parser.add_argument("--no-frames", action="store_true", help="overall tables only")
     parser.add_argument("--gallery", help="also draw the worst frames (colour vs encoder teams) as a PNG here")
     args = parser.parse_args(argv)
-    cfg = load(AnalysisConfig, args.config, args.set)
+    cfg = from_args(AnalysisConfig, args)
     cfg.root = cfg.root or default_root()
     start = time.time()
     result = run(cfg, args.gallery or "")

@@ -8,7 +8,6 @@ from playerseg.infer.postprocess import (
     class_fractions,
     instance_records,
     postprocess,
-    rle_from_crop,
 )
 from playerseg.metrics import rle
 
@@ -111,7 +110,8 @@ def test_class_fractions():
     assert f == {"background": 0.7, "player": 0.2, "led_board": 0.1}
 
 
-def test_rle_from_crop_equals_full_frame_encoding():
+def test_encode_crop_of_any_crop_equals_full_frame_encoding():
+    """`rle.encode_crop` (what `instance_records` encodes with) of crops not cut tight to the mask."""
     rng = np.random.default_rng(0)
     for _ in range(100):
         h, w = rng.integers(3, 30, 2)
@@ -119,7 +119,7 @@ def test_rle_from_crop_equals_full_frame_encoding():
         crop = rng.random((rng.integers(1, h - y0 + 1), rng.integers(1, w - x0 + 1))) > 0.5
         full = np.zeros((h, w), bool)
         full[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop
-        assert rle_from_crop(crop, int(x0), int(y0), int(h), int(w)) == rle.encode(full)
+        assert rle.encode_crop(crop, int(x0), int(y0), int(h), int(w)) == rle.encode(full)
 
 
 def test_instance_records_at_source_resolution():

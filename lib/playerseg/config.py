@@ -164,9 +164,12 @@ def load(
     return from_dict(cls, _merge(data, explicit), where)
 
 
-def add_config_arguments(parser, cls: type) -> None:
-    """`--config FILE` and repeatable `--set key.sub=value`, the two ways every job takes config."""
-    parser.add_argument("--config", help=f"YAML file of {cls.__name__} values")
+def add_config_arguments(parser, cls: type | str) -> None:
+    """`--config FILE` and repeatable `--set key.sub=value`, the two ways every job takes config.
+
+    `cls` (the config class, or its name where importing it is slow) only names it in the help.
+    """
+    parser.add_argument("--config", help=f"YAML file of {getattr(cls, '__name__', cls)} values")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config value, e.g. --set optim.lr=3e-4 (repeatable)")
 
@@ -175,9 +178,12 @@ def from_args(cls: type[T], args, flags: dict[str, str] | None = None, base: dic
     """Config for a command: defaults < `--config` < `--set` < explicit flags.
 
     `flags` maps argparse destinations to dotted config keys, e.g. {"data_root": "data.root"};
-    a flag left at None is not given.
+    a flag left at None (or a positional `nargs="*"` left empty) is not given.
     """
-    given = {key: getattr(args, dest, None) for dest, key in (flags or {}).items()}
+    given = {}
+    for dest, key in (flags or {}).items():
+        value = getattr(args, dest, None)
+        given[key] = None if isinstance(value, list) and not value else value
     return load(cls, getattr(args, "config", None), getattr(args, "overrides", ()), base=base, flags=given)
 
 

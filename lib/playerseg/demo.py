@@ -21,6 +21,8 @@ import logging
 import time
 from pathlib import Path
 
+from playerseg.config import add_config_arguments, from_args
+from playerseg.infer.pipeline import InferConfig
 from playerseg.io import shared_data_dir
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-epochs", type=int, default=0,
                    help="train the small model for this many epochs even if a model exists (default 4 when training)")
     p.add_argument("--address", help="Ray cluster address (default: local Ray)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="InferConfig override (repeatable)")
+    add_config_arguments(p, InferConfig)
 
 
 def demo_inputs(inputs: list[str], out: Path) -> tuple[list[str], str]:
@@ -84,9 +86,8 @@ def pick_model(args, out: Path) -> tuple[str, str]:
 
 
 def run(args) -> int:
-    from playerseg.config import load
     from playerseg.infer.infer_cmd import print_summary
-    from playerseg.infer.pipeline import InferConfig, run_inference
+    from playerseg.infer.pipeline import run_inference
     from playerseg.video.render import RenderConfig, run_render
     from playerseg.video.source import init_ray
 
@@ -96,7 +97,7 @@ def run(args) -> int:
     init_ray(args.address)
     videos, source = demo_inputs(args.inputs, out)
     model, model_source = pick_model(args, out)
-    cfg = load(InferConfig, None, args.set, base={"model": model, "inputs": videos, "output": str(out / "infer")})
+    cfg = from_args(InferConfig, args, base={"model": model, "inputs": videos, "output": str(out / "infer")})
     summary = run_inference(cfg, overwrite=True)
     renders, render_failures = [], []
     for video in videos:

@@ -304,9 +304,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML file of EvaluateConfig values")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set data.format=coco (repeatable)")
+    config_lib.add_config_arguments(parser, EvaluateConfig)
     parser.add_argument("--checkpoint", help="model checkpoint (Segmenter.load)")
     parser.add_argument("--data-root", help="dataset folder (data.root)")
     parser.add_argument("--split", choices=SPLITS, help="which split to evaluate (default val)")
@@ -316,16 +314,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, help="frames per model call")
 
 
+_FLAGS = {"checkpoint": "checkpoint", "data_root": "data.root", "split": "split", "out": "out", "tta": "tta",
+          "worst": "worst", "batch_size": "batch_size"}
+
+
 def config_from_args(args: argparse.Namespace) -> EvaluateConfig:
     """Defaults, then `--config` file, then `--set` overrides, then the explicit flags."""
-    cfg = config_lib.load(EvaluateConfig, args.config, args.set)
-    for name, value in (("checkpoint", args.checkpoint), ("split", args.split), ("out", args.out),
-                        ("tta", args.tta), ("worst", args.worst), ("batch_size", args.batch_size)):
-        if value is not None:
-            setattr(cfg, name, value)
-    if args.data_root is not None:
-        cfg.data.root = args.data_root
-    return cfg
+    return config_lib.from_args(EvaluateConfig, args, _FLAGS)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -36,6 +36,11 @@ def class_colours(classes: TaskClasses) -> np.ndarray:
     return lut
 
 
+def blend(out: np.ndarray, where: np.ndarray, colour, alpha: float) -> None:
+    """In place: the pixels of `out` at `where` blended (`alpha`) towards `colour` (one RGB, or one per pixel)."""
+    out[where] = (out[where] * (1 - alpha) + np.asarray(colour) * alpha).astype(np.uint8)
+
+
 def colorize(class_map: np.ndarray, classes: TaskClasses) -> np.ndarray:
     """HxW class ids -> HxWx3 RGB colour image."""
     return class_colours(classes)[np.asarray(class_map, dtype=np.uint8)]
@@ -47,7 +52,7 @@ def overlay(image: np.ndarray, class_map: np.ndarray, classes: TaskClasses, alph
     colours = colorize(class_map, classes)
     out = image.copy()
     fg = np.asarray(class_map) != 0
-    out[fg] = (image[fg] * (1 - alpha) + colours[fg] * alpha).astype(np.uint8)
+    blend(out, fg, colours[fg], alpha)
     return out
 
 
@@ -67,8 +72,7 @@ def error_map(image: np.ndarray, pred: np.ndarray, target: np.ndarray, alpha: fl
         "ignore": ignore,
     }
     for kind, where in kinds.items():
-        colour = np.array(ERROR_COLOURS[kind], dtype=np.float32)
-        out[where] = (out[where] * (1 - alpha) + colour * alpha).astype(np.uint8)
+        blend(out, where, np.array(ERROR_COLOURS[kind], dtype=np.float32), alpha)
     return out
 
 

@@ -15,7 +15,7 @@ import argparse
 import json
 import logging
 
-from playerseg.config import load
+from playerseg.config import add_config_arguments, from_args
 from playerseg.infer.pipeline import InferConfig
 
 log = logging.getLogger(__name__)
@@ -26,38 +26,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model / checkpoint / training run folder, exported model.ts, or a SAM "
                    "head checkpoint sam_trained.pt (path or URI)")
     p.add_argument("--output", help="output folder (path or URI); default outputs/infer")
-    p.add_argument("--config", help="YAML file of InferConfig values")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. resources.batch_size=8 (repeatable)")
+    add_config_arguments(p, InferConfig)
     p.add_argument("--actors", type=int, help="model actors (resources.actors; 0 = fill the cluster)")
     p.add_argument("--gpus-per-actor", type=float, help="GPUs per model actor, fractional allowed")
     p.add_argument("--cpus-per-actor", type=float, help="CPUs per model actor (= its torch threads)")
     p.add_argument("--batch-size", type=int, help="frames per model call")
-    p.add_argument("--tta", action="store_true", help="test-time augmentation (flip + scales)")
+    p.add_argument("--tta", action="store_true", default=None, help="test-time augmentation (flip + scales)")
     p.add_argument("--sam-checkpoint", help="refine instances with SAM from these weights")
     p.add_argument("--sam-model-type", help="vit_b | vit_l | vit_h (| tiny_untrained for tests)")
     p.add_argument("--address", help="Ray cluster address (default: running cluster or local Ray)")
     p.add_argument("--overwrite", action="store_true", help="discard existing outputs and start over")
 
 
+_FLAGS = {"inputs": "inputs", "model": "model", "output": "output", "tta": "tta", "actors": "resources.actors",
+          "gpus_per_actor": "resources.gpus_per_actor", "cpus_per_actor": "resources.cpus_per_actor",
+          "batch_size": "resources.batch_size", "sam_checkpoint": "sam.checkpoint",
+          "sam_model_type": "sam.model_type"}
+
+
 def config_from_args(args) -> InferConfig:
-    base: dict = {"resources": {}, "sam": {}}
-    if args.inputs:
-        base["inputs"] = list(args.inputs)
-    for key, value in (("model", args.model), ("output", args.output)):
-        if value:
-            base[key] = value
-    if args.tta:
-        base["tta"] = True
-    for key, value in (("actors", args.actors), ("gpus_per_actor", args.gpus_per_actor),
-                       ("cpus_per_actor", args.cpus_per_actor), ("batch_size", args.batch_size)):
-        if value is not None:
-            base["resources"][key] = value
-    if args.sam_checkpoint:
-        base["sam"]["checkpoint"] = args.sam_checkpoint
-    if args.sam_model_type:
-        base["sam"]["model_type"] = args.sam_model_type
-    return load(InferConfig, args.config, args.set, base=base)
+    """Defaults, then `--config` file, then `--set` overrides, then the explicit flags."""
+    return from_args(InferConfig, args, _FLAGS)
 
 
 def print_summary(summary: dict) -> None:

@@ -32,6 +32,7 @@ from playerseg.classes import TaskClasses
 from playerseg.infer.postprocess import PostprocessConfig, class_fractions, instance_records, postprocess
 from playerseg.infer.sources import Unit, plan_units, read_unit
 from playerseg.infer.writer import UnitWriter, check_run, is_done
+from playerseg.models.preprocess import Preprocess
 
 log = logging.getLogger(__name__)
 
@@ -77,31 +78,19 @@ class InferConfig:
 
 # ---- stages -------------------------------------------------------------------------------
 def decode_unit(row: dict, scale: float, threads: int = 1) -> Iterator[dict]:
-    """A unit's frames resized by `scale` (as the model's `Preprocess.resize`); a failure yields
-    one error row naming the problem."""
-    unit = Unit.from_json(row["unit"])
+    """A unit's frames resized by `scale` (the model's `Preprocess.resize`, torch-free); a failure
+    yields one error row naming the problem."""
+    unit, pre = Unit.from_json(row["unit"]), Preprocess(scale=scale)
     base = {"unit": unit.key, "video_id": unit.group, "frame_index": -1, "pts_seconds": 0.0,
             "width": 0, "height": 0, "error": ""}
     try:
         for f in read_unit(unit, threads):
             h, w = f.image.shape[:2]
             yield {**base, "video_id": f.video_id, "frame_index": f.frame_index, "pts_seconds": f.pts_seconds,
-                   "width": w, "height": h, "image": resize_like_model(f.image, scale)}
+                   "width": w, "height": h, "image": pre.resize(f.image)}
     except Exception as e:  # a bad input is reported by the driver, never kills the job
         log.error("unit %s failed: %s", unit.key, e)
         yield {**base, "image": np.zeros((1, 1, 3), np.uint8), "error": f"{type(e).__name__}: {e}"}
-
-
-def resize_like_model(image: np.ndarray, scale: float) -> np.ndarray:
-    """`models.segmenter.Preprocess(scale).resize`, without importing torch: decode workers stay
-    ~700 MiB smaller (tests/test_infer.py checks the two agree)."""
-    import cv2
-
-    h, w = image.shape[:2]
-    nh, nw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
-    if (nh, nw) == (h, w):
-        return image
-    return cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if nh < h else cv2.INTER_LINEAR)
 
 
 def _rows(batch: dict) -> list[dict]:
@@ -228,7 +217,7 @@ def _sam_head_segmenter(path: str, device: str | None):
     """A Segmenter around a SAM semantic-head checkpoint (`playerseg train sam --set sam.mode=head`):
     frozen SAM encoder + head, same normalised input as the Unets; frames at half size (SAM
     resizes to its own 1024 px input)."""
-    from playerseg.models.segmenter import Preprocess, Segmenter
+    from playerseg.models.segmenter import Segmenter
     from playerseg.sam.checkpoint import load_trained
     from playerseg.sam.head import build_sam_head
 
@@ -251,7 +240,7 @@ def _torchscript_segmenter(path: str, device: str | None):
     import fsspec
     import torch
 
-    from playerseg.models.segmenter import META_FILE, Preprocess, Segmenter
+    from playerseg.models.segmenter import META_FILE, Segmenter
 
     with fsspec.open(path, "rb") as f:
         module = torch.jit.load(io.BytesIO(f.read()), map_location="cpu")

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-from pycocotools import mask as mask_utils
 from scipy import ndimage
 
 from playerseg.classes import TaskClasses
 from playerseg.data.sample import Instance
+from playerseg.metrics.rle import encode_crop
 from playerseg.metrics.instance import semantic_to_instances
 
 
@@ -160,31 +160,6 @@ def class_fractions(semantic: np.ndarray, classes: TaskClasses) -> dict[str, flo
     return {name: float(c) / semantic.size for name, c in zip(classes.names, counts)}
 
 
-def rle_from_crop(crop: np.ndarray, x0: int, y0: int, height: int, width: int) -> dict:
-    """COCO RLE of a `height`x`width` frame that is empty except `crop` placed at (x0, y0).
-
-    Equal to `metrics.rle.encode(full_mask)` but costs O(crop), not O(frame).
-    """
-    ch, cw = crop.shape
-    block = np.zeros((height, cw), np.uint8)  # the crop's columns, full height (column-major runs)
-    block[y0 : y0 + ch] = crop
-    flat = block.ravel(order="F")
-    change = np.flatnonzero(np.diff(flat)) + 1
-    bounds = np.concatenate([[0], change, [flat.size]])
-    runs = np.diff(bounds).tolist()
-    if flat[0]:  # COCO counts start with a run of zeros
-        runs.insert(0, 0)
-    runs[0] += x0 * height
-    tail = (width - x0 - cw) * height
-    if tail:
-        if flat[-1]:
-            runs.append(tail)
-        else:
-            runs[-1] += tail
-    rle = mask_utils.frPyObjects({"size": [height, width], "counts": runs}, height, width)
-    return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
-
-
 def upsample_crop(mask: np.ndarray, box, height: int, width: int):
     """A model-resolution instance mask -> (crop, x0, y0) of its mask at `height`x`width`."""
     h, w = mask.shape
@@ -220,7 +195,7 @@ def instance_records(instances: list[Instance], source_hw: tuple[int, int], clas
         if area == 0:
             continue
         ys, xs = np.nonzero(crop)
-        rle = rle_from_crop(crop, x0, y0, height, width)
+        rle = encode_crop(crop, x0, y0, height, width)
         rows.append({
             "instance_id": len(rows),
             "class": classes.names[inst.class_id],

@@ -10,8 +10,9 @@ A model folder holds `model.json` (model config, classes, preprocessing, provena
 weights: `model.safetensors` (an export, fp16 or fp32) or `checkpoint.pt` (a training checkpoint,
 key "model"). A training run folder is accepted too: its `best/` model is used.
 
-Preprocessing (`Preprocess`): resize the frame by `scale` (cv2 INTER_AREA), RGB / 255, minus
-`mean`, over `std`, zero-pad right and bottom to a multiple of `pad_multiple`. Probabilities are
+Preprocessing (`Preprocess`, in the torch-free `playerseg.models.preprocess`, re-exported here):
+resize the frame by `scale` (cv2 INTER_AREA), RGB / 255, minus `mean`, over `std`, zero-pad right
+and bottom to a multiple of `pad_multiple`. Probabilities are
 the softmax, cropped and resized (bilinear) back to the input resolution. TTA averages the
 probabilities of the horizontal flip and of each scale factor in `tta_scales` (times `scale`).
 """
@@ -21,11 +22,10 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -33,51 +33,13 @@ from torch import nn
 
 from playerseg.classes import TaskClasses
 from playerseg.config import from_dict
+from playerseg.models.preprocess import Preprocess
 from playerseg.models.registry import ModelConfig, build_model
 
 META_FILE = "model.json"
 WEIGHTS_FILE = "model.safetensors"
 CHECKPOINT_FILE = "checkpoint.pt"
 FORMAT = "playerseg-segmenter/1"
-
-
-@dataclass
-class Preprocess:
-    scale: float = 0.5  # input frames are resized by this factor
-    pad_multiple: int = 32
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # on 0..1 RGB
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-
-    def size(self, h: int, w: int, factor: float = 1.0) -> tuple[int, int]:
-        """(h, w) of a frame h x w after resizing by scale * factor."""
-        s = self.scale * factor
-        return max(1, int(round(h * s))), max(1, int(round(w * s)))
-
-    def resize(self, image: np.ndarray, factor: float = 1.0) -> np.ndarray:
-        h, w = self.size(*image.shape[:2], factor)
-        if (h, w) == image.shape[:2]:
-            return image
-        interp = cv2.INTER_AREA if h < image.shape[0] else cv2.INTER_LINEAR
-        return cv2.resize(image, (w, h), interpolation=interp)
-
-    def resize_labels(self, labels: np.ndarray, factor: float = 1.0) -> np.ndarray:
-        h, w = self.size(*labels.shape[:2], factor)
-        if (h, w) == labels.shape[:2]:
-            return labels
-        return cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """N x 3 x H x W uint8 (any device) -> float, normalised."""
-        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1) * 255.0
-        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1) * 255.0
-        return (x.float() - mean) / std
-
-    def pad(self, x: torch.Tensor, value: float = 0.0) -> torch.Tensor:
-        """Pad the last two dims right / bottom to multiples of pad_multiple."""
-        h, w = x.shape[-2:]
-        m = self.pad_multiple
-        ph, pw = (-h) % m, (-w) % m
-        return F.pad(x, (0, pw, 0, ph), value=value) if ph or pw else x
 
 
 def _to_batch(images) -> np.ndarray:

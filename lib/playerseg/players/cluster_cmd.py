@@ -309,19 +309,12 @@ def _write_task(row: dict, cfg_json: str, fp: str, state: dict) -> dict:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="*", help="what `playerseg infer` read: videos, frame folders, frame Parquet")
     p.add_argument("--predictions", help="the output folder of `playerseg infer`")
-    p.add_argument("--config", help="YAML of ClusterConfig")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. embed.method=encoder")
+    cfgmod.add_config_arguments(p, ClusterConfig)
     p.add_argument("--address", help="Ray cluster address (default: local)")
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = cfgmod.load(ClusterConfig, args.config, args.set)
-    if args.inputs:
-        cfg.inputs = list(args.inputs)
-    if args.predictions:
-        cfg.predictions = args.predictions
-    if args.address:
-        cfg.address = args.address
+    cfg = cfgmod.from_args(ClusterConfig, args, {"inputs": "inputs", "predictions": "predictions", "address": "address"})
     summary = cluster(cfg)
     print(json.dumps(summary, indent=2))
     if summary["failures"]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import math
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,20 +127,14 @@ def _shard(n: int, rank: int, world: int, rng: np.random.Generator | None) -> li
 
 # ---- the Ray Train worker -------------------------------------------------------------------
 def train_loop_per_worker(config: dict) -> None:
-    import ray.train
     import ray.train.torch
-    from ray.train import Checkpoint
 
-    from playerseg.train.loop import seed_everything, unwrap
+    from playerseg.train.loop import report_epoch, seed_everything, start_checkpoint, unwrap, worker_context
     from playerseg.train.tracking import Tracker
 
     cfg: SamTrainConfig = from_dict(SamTrainConfig, config["cfg"])
     run_dir = Path(config["run_dir"])
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(max(1, int(cfg.run.cpus_per_worker)))
-    device = ray.train.torch.get_device()
-    amp = cfg.run.amp and device.type == "cuda"
+    rank, world, device, amp = worker_context(cfg.run)
     seed_everything(cfg.run.seed)
     classes = TaskClasses(tuple(cfg.data.classes))
     model = build_train_model(cfg, len(classes))
@@ -150,7 +143,7 @@ def train_loop_per_worker(config: dict) -> None:
     encoder_calls = [0]
     sam.image_encoder.patch_embed.register_forward_hook(lambda *a: encoder_calls.__setitem__(0, encoder_calls[0] + 1))
 
-    checkpoint = ray.train.get_checkpoint() or (Checkpoint(cfg.run.resume) if cfg.run.resume else None)
+    checkpoint = start_checkpoint(cfg.run)
     state = None
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
@@ -201,18 +194,16 @@ def train_loop_per_worker(config: dict) -> None:
             dist.all_reduce(t)
             metrics.update({k: float(v) / (1 if k == "encoder_calls" else world) for k, v in zip(keys, t.tolist())})
         metrics["score"] = metrics.get("val/iou", -metrics.get("val/loss", math.inf)) if va else -1.0
+        def save(folder: Path) -> None:
+            core = unwrap(model)
+            save_trained(str(folder / FILE), core.sam, core.trained, model_type=cfg.sam.model_type,
+                         base_checkpoint=cfg.sam.checkpoint or None, mode=cfg.sam.mode, last_n=cfg.sam.last_n,
+                         head=core.head, epoch=epoch, optimizer=optimizer.state_dict(),
+                         scheduler=sched.state_dict(), config=config["cfg"])
+
         if rank == 0:
             tracker.log(metrics)
-            with tempfile.TemporaryDirectory() as tmp:
-                core = unwrap(model)
-                save_trained(str(Path(tmp) / FILE), core.sam, core.trained, model_type=cfg.sam.model_type,
-                             base_checkpoint=cfg.sam.checkpoint or None, mode=cfg.sam.mode, last_n=cfg.sam.last_n,
-                             head=core.head, epoch=epoch, optimizer=optimizer.state_dict(),
-                             scheduler=sched.state_dict(), config=config["cfg"])
-                ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp),
-                                 checkpoint_dir_name=f"checkpoint_epoch{epoch:03d}")
-        else:
-            ray.train.report(metrics)
+        report_epoch(metrics, epoch, save if rank == 0 else None)
     tracker.finish()
 
 
@@ -235,11 +226,10 @@ def items_of(cfg: SamTrainConfig, run_dir: Path):
 
 def train_sam(cfg: SamTrainConfig) -> dict:
     """Run the job; returns {run_dir, checkpoint (final sam_trained.pt), metrics, seconds, failures}."""
-    from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train import Checkpoint
 
     from playerseg.io import write_bytes_atomic
-    from playerseg.train.trainer import best_checkpoint, ensure_ray
+    from playerseg.train.trainer import best_checkpoint, ensure_ray, torch_trainer
 
     run = cfg.run
     run_dir = Path(run.out_dir).resolve() / run.name
@@ -250,18 +240,10 @@ def train_sam(cfg: SamTrainConfig) -> dict:
     train_items, val_items, failures = items_of(cfg, run_dir)
     if not train_items:
         raise ValueError(f"no training items for SAM in {cfg.data.root!r} ({failures.summary()})")
-    use_gpu = run.gpus_per_worker > 0
-    resources = {"CPU": run.cpus_per_worker, **({"GPU": run.gpus_per_worker} if use_gpu else {})}
-    trainer = TorchTrainer(
+    trainer = torch_trainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": to_dict(cfg), "run_dir": str(run_dir), "train_items": list(train_items),
-                           "val_items": list(val_items)},
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=run.num_workers, use_gpu=use_gpu, resources_per_worker=resources),
-        run_config=RunConfig(name=run.name, storage_path=str(run_dir.parent),
-                             failure_config=FailureConfig(max_failures=run.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=run.keep_checkpoints,
-                                                                checkpoint_score_attribute="score")),
+        {"cfg": to_dict(cfg), "run_dir": str(run_dir), "train_items": list(train_items), "val_items": list(val_items)},
+        run, run_dir,
         resume_from_checkpoint=Checkpoint(str(Path(run.resume).resolve())) if run.resume else None,
     )
     result = trainer.fit()

@@ -34,7 +34,7 @@ from playerseg.models.registry import build_model, normalisation
 from playerseg.models.segmenter import CHECKPOINT_FILE, META_FILE, Preprocess, model_meta
 from playerseg.optim import SWA, build_optimizer, build_scheduler
 from playerseg.train.augment import build_augment
-from playerseg.train.config import TrainConfig
+from playerseg.train.config import RunOptions, TrainConfig
 from playerseg.train.dataset import CropDataset, FrameDataset, FrameStore
 from playerseg.train.tracking import Tracker
 
@@ -54,6 +54,41 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+# ---- shared by every family's Ray Train worker (this loop, playerseg.sam.train) ---------------
+def worker_context(run: RunOptions) -> tuple[int, int, torch.device, bool]:
+    """(rank, world size, device, amp) of this Ray Train worker; torch threads = run.cpus_per_worker."""
+    import ray.train
+    import ray.train.torch
+
+    ctx = ray.train.get_context()
+    torch.set_num_threads(max(1, int(run.cpus_per_worker)))
+    device = ray.train.torch.get_device()
+    return ctx.get_world_rank(), ctx.get_world_size(), device, run.amp and device.type == "cuda"
+
+
+def start_checkpoint(run: RunOptions):
+    """The checkpoint to continue from: the run's latest (a restarted worker group), else run.resume.
+
+    Ray Train V2 has no resume_from_checkpoint in the worker: the path travels in the config."""
+    import ray.train
+
+    return ray.train.get_checkpoint() or (ray.train.Checkpoint(run.resume) if run.resume else None)
+
+
+def report_epoch(metrics: dict, epoch: int, save=None) -> None:
+    """`ray.train.report` of one epoch; with `save(folder)` (rank 0) also the checkpoint it writes into
+    a temporary folder, kept as `checkpoint_epoch<NNN>`."""
+    import ray.train
+
+    if save is None:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        save(Path(tmp))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                         checkpoint_dir_name=f"checkpoint_epoch{epoch:03d}")
 
 
 def build_training(cfg: TrainConfig, device: torch.device):
@@ -161,17 +196,11 @@ def write_model_dir(target: Path, state_dict: dict, meta: dict) -> None:
 
 
 def train_loop_per_worker(config: dict) -> None:
-    import ray.train
     import ray.train.torch
-    from ray.train import Checkpoint
 
     cfg: TrainConfig = from_dict(TrainConfig, config["cfg"])
     run_dir = Path(config["run_dir"])
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(max(1, int(cfg.run.cpus_per_worker)))
-    device = ray.train.torch.get_device()
-    amp = cfg.run.amp and device.type == "cuda"
+    rank, world, device, amp = worker_context(cfg.run)
     seed_everything(_epoch_seed(cfg, 0, 0))  # same initial weights on every rank
 
     classes, preprocess, model, loss_fn, train_set, val_set, failures = build_training(cfg, device)
@@ -186,9 +215,7 @@ def train_loop_per_worker(config: dict) -> None:
     swa = SWA(cfg.swa, unwrap(model), optimizer, cfg.run.epochs) if cfg.swa.enabled else None
 
     start_epoch, best = 0, -math.inf
-    # a restarted worker group continues from the run's latest checkpoint, a new run from run.resume
-    # (Ray Train V2 has no resume_from_checkpoint: the path travels in the config)
-    checkpoint = ray.train.get_checkpoint() or (Checkpoint(cfg.run.resume) if cfg.run.resume else None)
+    checkpoint = start_checkpoint(cfg.run)
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             state = torch.load(Path(d) / CHECKPOINT_FILE, map_location=device, weights_only=False)
@@ -247,20 +274,18 @@ def train_loop_per_worker(config: dict) -> None:
         metrics["best_score"] = best if best > -math.inf else -1.0
         meta = model_meta(cfg.model, classes, preprocess, cfg.val.tta_scales, epoch=epoch,
                           metrics={k: v for k, v in metrics.items() if k.startswith("val/")}, **meta_extra)
+        def save(folder: Path) -> None:
+            _save_checkpoint(folder, {
+                "model": eval_model.state_dict(), "train_model": unwrap(model).state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": sched.state_dict(),
+                "scaler": scaler.state_dict(), "swa": swa.state_dict() if swa is not None else None,
+                "epoch": epoch, "best": best, "config": config["cfg"]}, meta)
+
         if rank == 0:
             tracker.log(metrics)
             if improved:
                 write_model_dir(run_dir / "best", eval_model.state_dict(), meta)
-            with tempfile.TemporaryDirectory() as tmp:
-                _save_checkpoint(Path(tmp), {
-                    "model": eval_model.state_dict(), "train_model": unwrap(model).state_dict(),
-                    "optimizer": optimizer.state_dict(), "scheduler": sched.state_dict(),
-                    "scaler": scaler.state_dict(), "swa": swa.state_dict() if swa is not None else None,
-                    "epoch": epoch, "best": best, "config": config["cfg"]}, meta)
-                ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp),
-                                 checkpoint_dir_name=f"checkpoint_epoch{epoch:03d}")
-        else:
-            ray.train.report(metrics)
+        report_epoch(metrics, epoch, save if rank == 0 else None)
     if rank == 0 and failures:
         (run_dir / "failures.txt").write_text(failures.summary() + "\n")
     tracker.finish()

@@ -15,38 +15,22 @@ import math
 import os
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from playerseg.classes import TaskClasses
 from playerseg.io import write_bytes_atomic, write_json_atomic
+from playerseg.viz import overlay, resize_width, save_png
 
 log = logging.getLogger(__name__)
 
-# RGB colours of task classes in overlays (background stays the image)
-PALETTE = {"player": (255, 40, 40), "led_board": (40, 160, 255)}
-FALLBACK = [(255, 220, 0), (0, 220, 120), (200, 0, 255), (255, 128, 0)]
-
-
-def colourise(image: np.ndarray, labels: np.ndarray, names, alpha: float = 0.5) -> np.ndarray:
-    """Blend class colours over an RGB image (ignored / background pixels unchanged)."""
-    out = image.astype(np.float32).copy()
-    extra = iter(FALLBACK)
-    for cid, name in enumerate(names):
-        if cid == 0:
-            continue
-        colour = np.array(PALETTE.get(name) or next(extra, (255, 255, 255)), np.float32)
-        m = labels == cid
-        out[m] = (1 - alpha) * out[m] + alpha * colour
-    return out.clip(0, 255).astype(np.uint8)
-
 
 def overlay_panel(images, truths, preds, names, width: int = 1440) -> np.ndarray:
-    """One RGB picture: a row per sample of image | truth | prediction."""
+    """One RGB picture: a row per sample of image | truth | prediction (`viz.overlay` colours)."""
+    classes = TaskClasses(tuple(names))
     rows = []
     for im, t, p in zip(images, truths, preds):
-        row = np.concatenate([im, colourise(im, t, names), colourise(im, p, names)], axis=1)
-        s = width / row.shape[1]
-        rows.append(cv2.resize(row, (width, max(1, int(row.shape[0] * s))), interpolation=cv2.INTER_AREA))
+        row = np.concatenate([im, overlay(im, t, classes), overlay(im, p, classes)], axis=1)
+        rows.append(resize_width(row, width))
     return np.concatenate(rows, axis=0)
 
 
@@ -102,9 +86,7 @@ class Tracker:
             return None
         panel = overlay_panel(images, truths, preds, names)
         path = self.run_dir / "overlays" / f"epoch_{epoch:03d}.png"
-        ok, png = cv2.imencode(".png", cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
-        if ok:
-            write_bytes_atomic(path, png.tobytes())
+        save_png(str(path), panel)
         if self.wandb is not None:
             import wandb
 

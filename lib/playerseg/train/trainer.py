@@ -16,8 +16,8 @@ import os
 import time
 from pathlib import Path
 
-from playerseg.config import dump, load, to_dict
-from playerseg.train.config import TrainConfig
+from playerseg.config import add_config_arguments, dump, from_args, to_dict
+from playerseg.train.config import RUN_FLAGS, RunOptions, TrainConfig, add_run_arguments
 
 log = logging.getLogger(__name__)
 
@@ -37,21 +37,19 @@ def ensure_ray(num_cpus: int | None = None) -> None:
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
 
 
-def build_trainer(cfg: TrainConfig):
+def torch_trainer(loop, loop_config: dict, run: RunOptions, run_dir: Path, **kwargs):
+    """A TorchTrainer of `loop` (every family's): workers, CPUs/GPUs, failure and checkpoint policy from
+    `run`; Ray's results under `run_dir.parent` / `run.name`. `kwargs` go to TorchTrainer."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from playerseg.train.loop import train_loop_per_worker
-
-    run = cfg.run
     use_gpu = run.gpus_per_worker > 0
     resources = {"CPU": run.cpus_per_worker}
     if use_gpu:
         resources["GPU"] = run.gpus_per_worker
-    run_dir = run_dir_of(cfg)
     return TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"cfg": to_dict(cfg), "run_dir": str(run_dir)},
+        loop,
+        train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=run.num_workers, use_gpu=use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
@@ -61,7 +59,15 @@ def build_trainer(cfg: TrainConfig):
             checkpoint_config=CheckpointConfig(num_to_keep=run.keep_checkpoints, checkpoint_score_attribute="score",
                                                checkpoint_score_order="max"),
         ),
+        **kwargs,
     )
+
+
+def build_trainer(cfg: TrainConfig):
+    from playerseg.train.loop import train_loop_per_worker
+
+    run_dir = run_dir_of(cfg)
+    return torch_trainer(train_loop_per_worker, {"cfg": to_dict(cfg), "run_dir": str(run_dir)}, cfg.run, run_dir)
 
 
 def _absolute_paths(cfg: TrainConfig) -> None:
@@ -108,36 +114,17 @@ def train(cfg: TrainConfig) -> dict:
 
 # ---- command line -------------------------------------------------------------------------
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML TrainConfig (see configs/unet_acme.yaml)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set optim.lr=3e-4 (repeatable)")
-    p.add_argument("--data", help="dataset root (data.root)")
-    p.add_argument("--num-workers", type=int, help="Ray Train workers (run.num_workers)")
-    p.add_argument("--gpus-per-worker", type=float, help="GPUs per worker; 0 = CPU with gloo (run.gpus_per_worker)")
-    p.add_argument("--cpus-per-worker", type=float, help="CPUs (= torch threads) per worker")
-    p.add_argument("--batch-size", type=int, help="batch per worker (run.batch_size)")
-    p.add_argument("--epochs", type=int, help="run.epochs")
+    add_config_arguments(p, TrainConfig)
+    add_run_arguments(p)
     p.add_argument("--accum-steps", type=int, help="gradient accumulation (run.accum_steps)")
-    p.add_argument("--out", help="runs folder (run.out_dir)")
-    p.add_argument("--name", help="run name: folder under --out; an existing run continues (run.name)")
-    p.add_argument("--resume", help="checkpoint folder to start from (run.resume)")
-    p.add_argument("--max-failures", type=int, help="worker restarts from the last checkpoint")
     p.add_argument("--export-dir", help="also export the best model here (export.dir)")
 
 
-_FLAGS = {"data": "data.root", "num_workers": "run.num_workers", "gpus_per_worker": "run.gpus_per_worker",
-          "cpus_per_worker": "run.cpus_per_worker", "batch_size": "run.batch_size", "epochs": "run.epochs",
-          "accum_steps": "run.accum_steps", "out": "run.out_dir", "name": "run.name", "resume": "run.resume",
-          "max_failures": "run.max_failures", "export_dir": "export.dir"}
+_FLAGS = {**RUN_FLAGS, "accum_steps": "run.accum_steps", "export_dir": "export.dir"}
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    overrides = list(args.overrides)
-    for flag, key in _FLAGS.items():
-        value = getattr(args, flag, None)
-        if value is not None:
-            overrides.append(f"{key}={value}")
-    return load(TrainConfig, args.config, overrides)
+    return from_args(TrainConfig, args, _FLAGS)
 
 
 def run(args: argparse.Namespace) -> int:

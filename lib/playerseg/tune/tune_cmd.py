@@ -21,8 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", dest="base_config", help="base training config YAML")
     p.add_argument("--set", dest="train_overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a base training config value (repeatable)")
-    p.add_argument("--sweep-config", help="YAML SweepConfig (the flags below override it)")
-    p.add_argument("--sweep-set", dest="sweep_overrides", action="append", default=[], metavar="KEY=VALUE",
+    # the SweepConfig's own --config / --set (dests `config` / `overrides`, as cfgmod.from_args reads them)
+    p.add_argument("--sweep-config", dest="config", help="YAML SweepConfig (the flags below override it)")
+    p.add_argument("--sweep-set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a SweepConfig value (repeatable)")
     p.add_argument("--name", help="experiment folder <out>/<name>")
     p.add_argument("--out", dest="out_dir", help="sweeps folder (default runs/tune)")
@@ -38,21 +39,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", default=None, help="continue the sweep <out>/<name>")
 
 
+_FLAGS = {"base_config": "config", **{k: k for k in ("family", "space", "name", "out_dir", "num_samples", "scheduler",
+                                                   "metric", "mode", "max_concurrent", "wandb", "resume")}}
 _RUN_FLAGS = {"num_workers": "run.num_workers", "cpus_per_worker": "run.cpus_per_worker",
               "gpus_per_worker": "run.gpus_per_worker"}
 
 
 def config_from_args(args: argparse.Namespace) -> SweepConfig:
-    base = {"family": args.family}
-    for key in ("space", "name", "out_dir", "num_samples", "scheduler", "metric", "mode", "max_concurrent",
-                "wandb", "resume"):
-        if getattr(args, key, None) is not None:
-            base[key] = getattr(args, key)
-    if args.base_config:
-        base["config"] = args.base_config
+    """SweepConfig: defaults < --sweep-config < --sweep-set < flags; --config / --set / run flags go to the
+    base training config of every trial."""
     train_overrides = list(args.train_overrides)
     train_overrides += [f"{k}={getattr(args, f)}" for f, k in _RUN_FLAGS.items() if getattr(args, f) is not None]
-    cfg = cfgmod.load(SweepConfig, args.sweep_config, args.sweep_overrides, base=base)
+    cfg = cfgmod.from_args(SweepConfig, args, _FLAGS)
     cfg.overrides = [*cfg.overrides, *train_overrides]
     if not cfg.space and not cfg.resume:
         raise cfgmod.ConfigError("give a search space: --space tune_spaces/<family>.yaml")

@@ -24,7 +24,7 @@ from typing import Literal
 import cv2
 
 from playerseg import config as cfgmod
-from playerseg.data.errors import DataError, Failures
+from playerseg.data.errors import DataError
 from playerseg.io import exists, read_json, write_bytes_atomic, write_json_atomic
 from playerseg.video.segments import Segment, decode_segment
 
@@ -186,27 +186,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--end", type=float, help="end time, seconds")
     p.add_argument("--width", type=int, help="resize to this width (keeps aspect)")
     p.add_argument("--height", type=int, help="resize to this height (keeps aspect)")
-    p.add_argument("--parquet", action="store_true", help="write Parquet rows instead of image files")
+    p.add_argument("--parquet", dest="output", action="store_const", const="parquet",
+                   help="write Parquet rows instead of image files")
     p.add_argument("--format", dest="image_format", choices=["jpg", "png"])
     p.add_argument("--quality", type=int, help="JPEG quality")
     p.add_argument("--segment-seconds", type=float)
     p.add_argument("--num-cpus", type=float, help="CPUs per segment task")
     p.add_argument("--concurrency", type=int, help="max parallel segment tasks")
     p.add_argument("--address", help="Ray cluster address (default: local Ray)")
-    p.add_argument("--config", help="YAML config (ExtractConfig)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], help="key=value override")
+    cfgmod.add_config_arguments(p, ExtractConfig)
+
+
+_FLAGS = {k: k for k in ("inputs", "out", "every", "fps", "start", "end", "width", "height", "output", "image_format",
+                         "quality", "segment_seconds", "num_cpus", "concurrency", "address")}
 
 
 def config_from_args(args: argparse.Namespace) -> ExtractConfig:
-    flags = {k: getattr(args, k, None) for k in (
-        "out", "every", "fps", "start", "end", "width", "height", "image_format", "quality",
-        "segment_seconds", "num_cpus", "concurrency", "address")}
-    base = {k: v for k, v in flags.items() if v is not None}
-    if args.inputs:
-        base["inputs"] = list(args.inputs)
-    if args.parquet:
-        base["output"] = "parquet"
-    return cfgmod.load(ExtractConfig, args.config, args.overrides, base=base)
+    return cfgmod.from_args(ExtractConfig, args, _FLAGS)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -28,6 +28,7 @@ from playerseg.data.errors import DataError
 from playerseg.io import exists, read_json
 from playerseg.metrics import rle
 from playerseg.video.schema import prediction_rle
+from playerseg.viz import blend, label
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def draw_instances(image: np.ndarray, instances: list[dict], color_by: str = "te
         board = inst.get("class") == "led_board"
         colour = LED_TINT if board else instance_colour(inst, color_by)
         a = alpha * 0.7 if board else alpha
-        out[mask] = (out[mask] * (1 - a) + np.array(colour) * a).astype(np.uint8)
+        blend(out, mask, colour, a)
         contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(out, contours, -1, colour, 1 if board else 2, cv2.LINE_AA)
         if labels and contours:
@@ -92,21 +93,15 @@ def draw_instances(image: np.ndarray, instances: list[dict], color_by: str = "te
     return out
 
 
-def _titled(img: np.ndarray, title: str) -> np.ndarray:
-    img = img.copy()
-    cv2.putText(img, title, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2, cv2.LINE_AA)
-    return img
-
-
 def compose(frame: np.ndarray, pred: list[dict] | None, gt: list[dict] | None, cfg: RenderConfig) -> np.ndarray:
     """The output picture of one frame: overlay, or frame | prediction [| ground truth]."""
     drawn = draw_instances(frame, pred or [], cfg.color_by, cfg.labels, cfg.alpha)
     if cfg.mode == "overlay":
         img = drawn
     else:
-        panels = [_titled(frame, "frame"), _titled(drawn, "prediction")]
+        panels = [label(frame, "frame"), label(drawn, "prediction")]
         if gt is not None:
-            panels.append(_titled(draw_instances(frame, gt, cfg.color_by, cfg.labels, cfg.alpha), "ground truth"))
+            panels.append(label(draw_instances(frame, gt, cfg.color_by, cfg.labels, cfg.alpha), "ground truth"))
         img = np.concatenate(panels, axis=1)
     h, w = img.shape[:2]
     if h % 2 or w % 2:  # yuv420p needs even sizes
@@ -274,13 +269,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-cpus", type=float, help="CPUs per segment task")
     p.add_argument("--concurrency", type=int)
     p.add_argument("--address", help="Ray cluster address (default: local Ray)")
-    p.add_argument("--config", help="YAML config (RenderConfig)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], help="key=value override")
+    cfgmod.add_config_arguments(p, RenderConfig)
+
+
+_FLAGS = {k: k for k in ("source", "out", "predictions", "ground_truth", "video_id", "mode", "color_by", "labels",
+                         "fps", "segment_seconds", "num_cpus", "concurrency", "address")}
 
 
 def run(args: argparse.Namespace) -> int:
-    keys = ("source", "out", "predictions", "ground_truth", "video_id", "mode", "color_by", "labels", "fps",
-            "segment_seconds", "num_cpus", "concurrency", "address")
-    base = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
-    run_render(cfgmod.load(RenderConfig, args.config, args.overrides, base=base))
+    run_render(cfgmod.from_args(RenderConfig, args, _FLAGS))
     return 0
