@@ -68,27 +68,39 @@ def default_model(tmp: Path) -> str:
     return str(tmp / "model")
 
 
-def tree_cpu() -> dict[int, float]:
-    """pid -> CPU seconds (user + system) of this process and each live descendant."""
+def descendants(root: int) -> list[int]:
+    """Live descendants of process `root`, from the parent pids in /proc."""
     import os
 
-    stats = {}
+    parents = {}
     for d in os.listdir("/proc"):
         if d.isdigit():
             try:
                 with open(f"/proc/{d}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                stats[int(d)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
-            except (OSError, ValueError, IndexError):
+                    parents[int(d)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
                 pass
-    me = os.getpid()
-    out, frontier = {me: stats.get(me, (0, 0.0))[1]}, [me]
+    out, frontier = [], [root]
     while frontier:
         p = frontier.pop()
-        for child, (pp, cpu) in stats.items():
-            if pp == p:
-                out[child] = cpu
-                frontier.append(child)
+        kids = [c for c, pp in parents.items() if pp == p]
+        out += kids
+        frontier += kids
+    return out
+
+
+def tree_cpu() -> dict[int, float]:
+    """pid -> CPU seconds (user + system) of this process and each live descendant."""
+    import os
+
+    out = {}
+    for pid in [os.getpid(), *descendants(os.getpid())]:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            pass
     return out
 
 
