@@ -4,15 +4,16 @@ clip's length), because every stage streams frames and each unit is written when
     .venv/bin/python benchmarks/bench_infer_memory.py --repeat 8      # the sample clip 8 times over
 
 The long clip is the sample clip joined to itself `--repeat` times by remuxing (no re-encode,
-`video.encode.concat`). Every process of the local Ray (descendants of this driver) is sampled
-from /proc twice a second: peak RSS (VmHWM) per process, by Ray worker name, plus the RSS of each
-kind over the first and the last third of the run (growth would show there).
+`video.encode.concat`). Every process of the local Ray (and the driver) is sampled from /proc twice
+a second. What must stay flat is each process's private memory (RssAnon) from the first quarter of
+the run to the last. RSS alone misleads: it also counts the pages of Ray's shared-memory object
+store a worker has touched (RssShmem), which grow as the store's allocator walks through its
+arena and are bounded by the store's size (`--object-store-mb` caps it), not by the clip.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import sys
 import tempfile
@@ -27,14 +28,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_infer import descendants  # noqa: E402
 
 
-def proc_info(pid: int) -> tuple[str, int, int] | None:
-    """(name, rss kB, peak rss kB) of a process."""
+def proc_info(pid: int) -> tuple[str, int, int, int, int] | None:
+    """(name, rss kB, peak rss kB, private rss kB, shared-memory rss kB) of a process.
+
+    RssShmem counts the pages of Ray's shared-memory object store the process has touched (frames
+    it read zero-copy): they belong to the object store, whose size is fixed when Ray starts, not to
+    the process. RssAnon is the process's own heap: the figure that must stay flat."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             name = f.read().split(b"\0")[0].decode(errors="replace")
         with open(f"/proc/{pid}/status") as f:
             status = dict(line.split(":", 1) for line in f if ":" in line)
-        return name, int(status["VmRSS"].split()[0]), int(status["VmHWM"].split()[0])
+        kb = {k: int(status[k].split()[0]) for k in ("VmRSS", "VmHWM", "RssAnon", "RssShmem")}
+        return name, kb["VmRSS"], kb["VmHWM"], kb["RssAnon"], kb["RssShmem"]
     except (OSError, KeyError, ValueError):
         return None
 
@@ -43,20 +49,22 @@ class Sampler(threading.Thread):
     def __init__(self, every: float = 0.5):
         super().__init__(daemon=True)
         self.every, self.stop = every, threading.Event()
-        self.samples: list[tuple[float, str, int, int, int]] = []  # t, name, pid, rss, hwm
+        self.samples: list[tuple[float, str, int, int, int, int, int]] = []  # t, name, pid, rss, hwm, anon, shmem
 
     def run(self):
         me = os.getpid()
         while not self.stop.is_set():
             t = time.time()
-            for pid in descendants(me):
+            for pid in [me, *descendants(me)]:
                 info = proc_info(pid)
-                if info and info[0].startswith("ray::"):
-                    self.samples.append((t, info[0], pid, info[1], info[2]))
+                if info and (info[0].startswith("ray::") or pid == me):
+                    self.samples.append((t, info[0], pid, *info[1:]))
             self.stop.wait(self.every)
 
 
 def kind(name: str) -> str:
+    if not name.startswith("ray::"):
+        return "driver"
     for key in ("Predictor", "decode_unit", "postprocess_batch", "SamPostprocessor", "IDLE"):
         if key in name:
             return key
@@ -70,6 +78,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=8)
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--segment-frames", type=int, default=64)
+    ap.add_argument("--object-store-mb", type=int, default=0,
+                    help="cap Ray's object store (0 = Ray's default, 30%% of RAM): its pages, shared by every "
+                         "worker, show in their RSS; with a cap they can never exceed it")
     args = ap.parse_args()
 
     import ray
@@ -84,7 +95,8 @@ def main() -> None:
         model = args.model or default_model(tmp)
         long_clip = str(tmp / "long.mp4")
         concat([clip] * args.repeat, long_clip)
-        ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+                 object_store_memory=args.object_store_mb * 2**20 if args.object_store_mb else None)
         ray.data.DataContext.get_current().enable_progress_bars = False
         sampler = Sampler()
         sampler.start()
@@ -97,20 +109,22 @@ def main() -> None:
         ray.shutdown()
         print(f"long clip: {clip} x {args.repeat} = {s['frames_written']} frames, {s['wall_seconds']} s "
               f"({s['frames_per_second']} frames/s), failures: {len(s['failures'])}")
-        peak = defaultdict(int)
-        thirds = defaultdict(lambda: [0, 0])
-        span = t1 - t0
-        for t, name, _pid, rss, hwm in sampler.samples:
+        quarters = defaultdict(lambda: [0, 0, 0, 0])  # max private RSS per quarter of the run
+        stats = defaultdict(lambda: {"hwm": 0, "shmem": 0})
+        span = max(1e-6, t1 - t0)
+        for t, name, _pid, rss, hwm, anon, shmem in sampler.samples:
             k = kind(name)
-            peak[k] = max(peak[k], hwm)
-            if t < t0 + span / 3:
-                thirds[k][0] = max(thirds[k][0], rss)
-            elif t > t1 - span / 3:
-                thirds[k][1] = max(thirds[k][1], rss)
-        print(f"{'worker':22s} {'peak RSS MiB':>12s} {'max RSS 1st third':>18s} {'max RSS last third':>19s}")
-        for k in sorted(peak):
-            print(f"{k:22s} {peak[k] / 1024:12.0f} {thirds[k][0] / 1024:18.0f} {thirds[k][1] / 1024:19.0f}")
-        print(f"{'driver':22s} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:12.0f}")
+            st, q = stats[k], min(3, max(0, int(4 * (t - t0) / span)))
+            st["hwm"], st["shmem"] = max(st["hwm"], hwm), max(st["shmem"], shmem)
+            quarters[k][q] = max(quarters[k][q], anon)
+        print("MiB per process kind. private = RssAnon, the process's own memory (max in each quarter of the run);")
+        print("object store = RssShmem, pages of Ray's shared object store the process touched (bounded by its size);")
+        print("peak RSS = VmHWM, private + object store + mapped libraries")
+        print(f"{'worker':22s} {'peak RSS':>9s} {'private q1':>11s} {'q2':>6s} {'q3':>6s} {'q4':>6s} {'object store':>13s}")
+        for k in sorted(stats):
+            q = [v / 1024 for v in quarters[k]]
+            print(f"{k:22s} {stats[k]['hwm'] / 1024:9.0f} {q[0]:11.0f} {q[1]:6.0f} {q[2]:6.0f} {q[3]:6.0f} "
+                  f"{stats[k]['shmem'] / 1024:13.0f}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -6,22 +6,28 @@
 Category ids are task class ids (as `metrics.instance` expects); `image_id` is a template over the
 row's `video_id` and `frame_index` (default "{video_id}/{frame_index}"), so results of a frame
 folder can be matched to the Sample ids of its ground truth (`frame_{frame_index:05d}`).
+
+The JSON is written part file by part file (one unit's rows in memory at a time), so exporting a
+whole match archive needs no more memory than one unit.
 """
 from __future__ import annotations
+
+import json
 
 import pyarrow.parquet as pq
 
 from playerseg.classes import TaskClasses
-from playerseg.metrics.instance import write_coco_results
+from playerseg.io import atomic_path, filesystem
+from playerseg.metrics.instance import json_rle
 from playerseg.video.schema import prediction_rle
+
+COLUMNS = ["video_id", "frame_index", "class", "score", "bbox", "mask_rle_size", "mask_rle_counts"]
 
 DEFAULT_IMAGE_ID = "{video_id}/{frame_index}"
 
 
 def read_predictions(path: str, columns: list[str] | None = None):
     """The prediction rows under `path` (a part file or a folder of them) as one pyarrow Table."""
-    from playerseg.io import filesystem
-
     fs, fpath = filesystem(path)
     return pq.read_table(fpath, filesystem=fs, columns=columns)
 
@@ -47,9 +53,21 @@ def coco_results(table, classes: TaskClasses, image_id: str = DEFAULT_IMAGE_ID) 
 
 def export_coco(predictions: str, out_json: str, classes: TaskClasses | None = None,
                 image_id: str = DEFAULT_IMAGE_ID) -> int:
-    """Write the COCO results JSON of the predictions under `predictions`; returns the count."""
-    table = read_predictions(predictions, ["video_id", "frame_index", "class", "score", "bbox",
-                                           "mask_rle_size", "mask_rle_counts"])
-    results = coco_results(table, classes or TaskClasses(), image_id)
-    write_coco_results(out_json, results)
-    return len(results)
+    """Write the COCO results JSON of the predictions under `predictions` (a folder of part files, or
+    one), streaming one part at a time, atomically; returns the count."""
+    fs, root = filesystem(predictions)
+    parts = [root]
+    if fs.isdir(root):  # as pyarrow reads a folder: hidden and temporary (".tmp-*") files are not parts
+        parts = sorted(p for p in fs.find(root) if p.endswith(".parquet") and not p.rsplit("/", 1)[-1].startswith((".", "_")))
+    count = 0
+    with atomic_path(out_json) as tmp:
+        out_fs, out_path = filesystem(tmp)
+        with out_fs.open(out_path, "w") as f:
+            f.write("[")
+            for part in parts:
+                table = pq.read_table(part, filesystem=fs, columns=COLUMNS)
+                for d in coco_results(table, classes or TaskClasses(), image_id):
+                    f.write(("," if count else "") + "\n" + json.dumps(dict(d, segmentation=json_rle(d["segmentation"]))))
+                    count += 1
+            f.write("\n]\n")
+    return count

@@ -124,11 +124,11 @@ def write_coco_results(path: str, detections: list[dict]) -> None:
     """The COCO results JSON (a list of detection dicts), written atomically."""
     from playerseg.io import write_json_atomic
 
-    write_json_atomic(path, [dict(d, segmentation=_json_rle(d["segmentation"])) if "segmentation" in d else d
+    write_json_atomic(path, [dict(d, segmentation=json_rle(d["segmentation"])) if "segmentation" in d else d
                              for d in detections])
 
 
-def _json_rle(rle: dict) -> dict:
+def json_rle(rle: dict) -> dict:
     counts = rle["counts"]
     return {"size": list(rle["size"]), "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
 
