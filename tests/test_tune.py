@@ -1,5 +1,6 @@
-"""`playerseg tune`: search-space validation, and a tiny ASHA sweep on a private 2-CPU Ray head
-whose best config round-trips into `playerseg train`."""
+"""`playerseg tune`: search-space validation, a tiny ASHA sweep on a private 2-CPU Ray head whose best
+config round-trips into `playerseg train`, and a tiny PBT sweep whose bad trial clones the good one."""
+import json
 import os
 import subprocess
 import sys
@@ -142,8 +143,6 @@ def test_asha_stops_the_bad_trial_early(sweep):
 
 @pytest.mark.slow
 def test_best_config_and_checkpoint(sweep):
-    import json
-
     best = json.loads((sweep["dir"] / "best.json").read_text())
     assert best["config"]["optim.lr"] > 0
     table = pd.read_csv(sweep["dir"] / "results.csv")
@@ -192,3 +191,187 @@ def test_bad_space_fails_before_any_trial(tmp_path):
     with pytest.raises(SpaceError, match="unknown key 'loss.term'"):
         run_sweep(SweepConfig(space=str(space), out_dir=str(tmp_path), name="s"))
     assert not (tmp_path / "s").exists()
+
+
+# ---- PBT: exploit = restart from a donor's weights and epoch, with the new hyperparameters --------
+def test_keep_moments_keeps_the_new_hyperparameters():
+    import torch
+
+    from playerseg.optim import OptimConfig, SchedConfig, build_optimizer, build_scheduler
+    from playerseg.train.loop import keep_moments
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    donor = build_optimizer(OptimConfig(name="adamw", lr=1e-2, weight_decay=1e-4), model.parameters())
+    for _ in range(3):
+        model(torch.randn(8, 4)).square().mean().backward()
+        donor.step()
+        donor.zero_grad()
+    new = build_optimizer(OptimConfig(name="adamw", lr=3e-3, weight_decay=0.05, betas=(0.8, 0.99)), model.parameters())
+    build_scheduler(SchedConfig(name="constant", warmup_epochs=0.0), new, 4, 2)  # sets initial_lr, as in the loop
+    keep_moments(new, donor.state_dict())
+    group = new.param_groups[0]
+    assert (group["lr"], group["initial_lr"], group["weight_decay"], group["betas"]) == (3e-3, 3e-3, 0.05, (0.8, 0.99))
+    for p in model.parameters():  # the donor's moments and step counts
+        assert torch.equal(new.state[p]["exp_avg"], donor.state[p]["exp_avg"])
+        assert float(new.state[p]["step"]) == 3
+
+
+def test_advance_schedule_is_the_schedule_at_that_step():
+    import torch
+
+    from playerseg.optim import OptimConfig, SchedConfig, build_optimizer, build_scheduler
+    from playerseg.train.loop import advance_schedule
+
+    cfg = SchedConfig(name="cosine", warmup_epochs=1.0)
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    stepped_opt = build_optimizer(OptimConfig(lr=2e-3), params)
+    stepped = build_scheduler(cfg, stepped_opt, 5, 4)
+    for _ in range(12):
+        stepped_opt.step()
+        stepped.step()
+    jumped = build_scheduler(cfg, build_optimizer(OptimConfig(lr=2e-3), params), 5, 4)
+    advance_schedule(jumped, 12)
+    assert jumped.steps == 12 and jumped.lr == pytest.approx(stepped.lr) and 0 < jumped.lr < 2e-3
+
+
+def test_clamp_keeps_perturbed_values_in_their_range():
+    space = parse_space(TrainConfig, {"optim.lr": {"loguniform": [1e-4, 1e-2]}, "augment.hflip.p": {"uniform": [0.0, 0.5]},
+                                      "sched.step_epochs": {"randint": [2, 5]}, "optim.name": {"choice": ["adamw", "sgd"]}})
+    out = space.clamp({"optim.lr": 1.2e-2, "augment.hflip.p": 0.6, "sched.step_epochs": 5, "optim.name": "sgd"})
+    assert out == {"optim.lr": 1e-2, "augment.hflip.p": 0.5, "sched.step_epochs": 4, "optim.name": "sgd"}
+    assert space.clamp({"optim.lr": 5e-3, "augment.hflip.p": 0.2, "sched.step_epochs": 3})["optim.lr"] == 5e-3
+
+
+def test_pbt_never_mutates_what_shapes_the_weights():
+    from playerseg.tune.pbt import pbt_mutations
+    from playerseg.tune.sweep import FAMILIES
+
+    unet = load_space(TrainConfig, REPO / "tune_spaces" / "unet.yaml")
+    mutations = pbt_mutations(unet, FAMILIES["unet"].weights_keys)
+    assert "model" in unet.leaves and "model" not in mutations
+    assert {"optim.lr", "optim.name", "loss.terms", "input.crop"} <= set(mutations)
+    only_model = parse_space(TrainConfig, {"model.encoder_depth": {"choice": [3, 4]}})
+    with pytest.raises(ValueError, match="nothing to mutate"):
+        pbt_mutations(only_model, FAMILIES["unet"].weights_keys)
+
+
+def test_pbt_needs_a_loop_that_starts_from_init_from(tmp_path):
+    from playerseg.tune.sweep import SweepConfig, run_sweep
+
+    space = tmp_path / "space.yaml"
+    space.write_text("optim.lr: {choice: [0.1, 0.01]}\n")
+    with pytest.raises(ValueError, match="can't run PBT"):
+        run_sweep(SweepConfig(family="sam", scheduler="pbt", space=str(space), out_dir=str(tmp_path), name="s"))
+    assert not (tmp_path / "s").exists()
+
+
+def _tune_checkpoint(folder: Path, origin: dict | None):
+    from ray import tune
+
+    from playerseg.tune.report import ORIGIN
+
+    folder.mkdir(parents=True)
+    (folder / "checkpoint.pt").write_bytes(b"weights")
+    checkpoint = tune.Checkpoint(str(folder))
+    if origin is not None:
+        checkpoint.set_metadata({ORIGIN: origin})
+    return checkpoint
+
+
+def test_trial_run_folder_follows_the_start_checkpoint(tmp_path, monkeypatch):
+    import json
+
+    import ray.tune
+
+    from playerseg.tune.report import trial_run
+
+    trials = tmp_path / "trials"
+    start = {"checkpoint": None}
+    monkeypatch.setattr(ray.tune, "get_checkpoint", lambda: start["checkpoint"])
+    assert trial_run("t1", str(trials), {}) == ("t1", None)  # first start (and every ASHA start)
+
+    # PBT exploit: t1 restarts from donor t0's epoch-2 checkpoint, with its new config
+    start["checkpoint"] = _tune_checkpoint(tmp_path / "t0" / "checkpoint_000002",
+                                           {"trial_id": "t0", "run": "t0", "epoch": 2, "tag": "epoch002"})
+    run, parent = trial_run("t1", str(trials), {"optim.lr": 0.02})
+    assert run == "t1/pbt-t0-epoch002"
+    init = trials / run / "init_checkpoint"
+    assert parent == json.loads((trials / run / "parent.json").read_text())
+    assert (parent["trial_id"], parent["epoch"], parent["run"], parent["init_from"], parent["config"]) == \
+        ("t0", 2, "t0", str(init), {"optim.lr": 0.02})
+    assert (init / "checkpoint.pt").read_bytes() == b"weights"
+    (init / "kept").write_text("first copy")  # the same exploit restarted: same folder, first copy kept
+    assert trial_run("t1", str(trials), {"optim.lr": 0.02})[0] == run and (init / "kept").is_file()
+
+    # its own later checkpoint (Tuner.restore, a pause): continue that run folder, with its parent
+    start["checkpoint"] = _tune_checkpoint(tmp_path / "t1" / "checkpoint_000004",
+                                           {"trial_id": "t1", "run": run, "epoch": 4, "tag": "epoch004"})
+    assert trial_run("t1", str(trials), {"optim.lr": 0.02}) == (run, parent)
+
+    start["checkpoint"] = ray.tune.Checkpoint(str(tmp_path / "t0" / "checkpoint_000009"))  # pruned meanwhile
+    with pytest.raises(FileNotFoundError, match="keep_checkpoints"):
+        trial_run("t1", str(trials), {})
+
+
+PBT_EPOCHS = 5
+
+
+@pytest.fixture(scope="module")
+def pbt_sweep(head, synth_dir, tmp_path_factory):
+    """Two trials, PBT every epoch on train/loss. The space's seeded draws (seed 10) give one lr of
+    ~1.6e-2 and one of ~2e-7 (which does not learn): the second must clone the first."""
+    tmp = tmp_path_factory.mktemp("pbt")
+    base = tiny_config(synth_dir, tmp / "base.yaml")
+    space = tmp / "space.yaml"
+    space.write_text("optim.lr: {loguniform: [1.0e-8, 3.0e-2]}\n")
+    env = {**head.env, "WANDB_MODE": "disabled"}
+    playerseg(["tune", "unet", "--space", str(space), "--config", str(base), "--set", f"run.epochs={PBT_EPOCHS}",
+               "--out", str(tmp / "sweeps"), "--name", "pbt", "--scheduler", "pbt", "--num-samples", "2",
+               "--metric", "train/loss", "--mode", "min", "--max-concurrent", "2", "--no-wandb",
+               "--sweep-set", "seed=10", "--sweep-set", "perturbation_interval=1",
+               "--sweep-set", f"keep_checkpoints={PBT_EPOCHS}"], env, tmp)
+    return tmp / "sweeps" / "pbt"
+
+
+@pytest.mark.slow
+def test_pbt_bad_trial_restarts_from_the_good_ones_weights(pbt_sweep):
+    import torch
+
+    table = pd.read_csv(pbt_sweep / "results.csv")
+    assert len(table) == 2 and set(table["status"]) == {"OK"}
+    first_lr = {t: load(TrainConfig, pbt_sweep / "trials" / t / "config.yaml").optim.lr for t in table["trial_id"]}
+    bad, good = sorted(first_lr, key=first_lr.get)
+    assert first_lr[bad] < 1e-6 < 5e-3 < first_lr[good], f"the seeded draws changed: {first_lr}; pick another seed"
+    history = {t: pd.read_csv(pbt_sweep / t / "progress.csv") for t in first_lr}  # Tune's, across restarts
+
+    cloned = history[bad][history[bad]["parent_trial"] == good]
+    assert len(cloned), history[bad][["training_iteration", "epoch", "train/loss", "run_folder", "parent_trial"]]
+    after = cloned.iloc[0]  # the bad trial's first epoch after it cloned the good one
+    e = int(after["parent_epoch"])
+    # the donor's epoch and Tune iteration counters go on
+    assert (after["epoch"], after["training_iteration"]) == (e + 1, e + 2)
+    run_dir = pbt_sweep / "trials" / after["run_folder"]
+    assert after["run_folder"] == f"{bad}/pbt-{good}-epoch{e:03d}"
+    parent = json.loads((run_dir / "parent.json").read_text())
+    assert (parent["trial_id"], parent["epoch"], parent["run"]) == (good, e, good)
+    state = torch.load(run_dir / "init_checkpoint" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert state["epoch"] == e and state["config"]["optim"]["lr"] == first_lr[good]  # the donor's state
+
+    # explore: a new lr (the donor's x0.8 / x1.2 or a new draw), and it is the lr that trains
+    cfg = load(TrainConfig, run_dir / "config.yaml")
+    assert cfg.run.init_from == str(run_dir / "init_checkpoint")
+    assert cfg.optim.lr not in (first_lr[bad], first_lr[good]) and parent["config"]["optim.lr"] == cfg.optim.lr
+    assert after["lr"] == pytest.approx(cfg.optim.lr)  # constant schedule: not the donor's optimizer lr
+    assert pd.read_csv(run_dir / "metrics.csv")["epoch"].iloc[0] == e + 1
+
+    # the weights are the donor's: its loss is at the good trial's level, far from its own
+    own = history[bad][history[bad]["run_folder"] == bad]["train/loss"]
+    donor = history[good][history[good]["run_folder"] == good].set_index("epoch")["train/loss"]
+    donor_level = donor.get(e + 1, donor[e])
+    assert abs(after["train/loss"] - donor_level) < abs(after["train/loss"] - own.min()), (after, donor, own)
+    assert after["train/loss"] < own.min() - 0.2
+
+    final = table.set_index("trial_id")
+    assert final.loc[bad, "config/optim.lr"] != first_lr[bad]  # the population's config moved
+    assert (pbt_sweep / "pbt_global.txt").read_text().strip()  # Ray's PBT log of the exploits

@@ -69,6 +69,9 @@ class RunOptions:
     max_failures: int = 1  # worker restarts from the last checkpoint (FailureConfig)
     keep_checkpoints: int = 2  # best by val.metric, plus always the latest
     resume: str = ""  # checkpoint directory to continue from (weights, optimizer, scheduler, epoch)
+    # checkpoint directory whose model weights and epoch counter start this run, trained on with THIS
+    # config's optimizer hyperparameters and lr schedule (a PBT exploit; `playerseg.train.loop.init_checkpoint`)
+    init_from: str = ""
     seed: int = 0
     loader_workers: int = 0  # DataLoader processes per worker
     cache: bool = True  # keep decoded, scaled frames in memory

@@ -5,7 +5,8 @@ gradient accumulation (`run.accum_steps`, no all-reduce on the intermediate micr
 schedule per optimizer step; then rank 0 validates on the whole validation frames
 (`SegmentationMeter`), logs metrics and overlays, and every rank calls `ray.train.report` with a
 checkpoint (rank 0's: weights, optimizer, scheduler, scaler, SWA, epoch, best score). A restarted
-worker group (FailureConfig) or `run.resume` continues from the checkpoint's next epoch.
+worker group (FailureConfig) or `run.resume` continues from the checkpoint's next epoch; `run.init_from`
+(a PBT exploit) starts from a checkpoint's weights and epoch with this config's hyperparameters.
 """
 from __future__ import annotations
 
@@ -75,6 +76,44 @@ def start_checkpoint(run: RunOptions):
     import ray.train
 
     return ray.train.get_checkpoint() or (ray.train.Checkpoint(run.resume) if run.resume else None)
+
+
+def init_checkpoint(run: RunOptions):
+    """`run.init_from` when the run has nothing to continue from (`start_checkpoint` is None: no own
+    checkpoint, no run.resume, which both win), else None.
+
+    Its model weights (and numeric state such as optimizer moments, where the loop can keep them) and
+    its epoch counter start the run; the optimizer hyperparameters and the lr schedule are the run's
+    own config (a PBT exploit: a donor trial's weights, the mutated hyperparameters). A loop restores:
+      weights, start epoch = its epoch + 1 (the run's epochs go on counting from the donor's);
+      optimizer: built from this config; `keep_moments` carries the per-parameter state when it was
+      the same optimizer, keeping this config's lr / weight decay / betas;
+      schedule: built from this config, `advance_schedule` to the start epoch's step;
+      best score, GradScaler, plateau counters: fresh (a new run folder keeps its own bests)."""
+    if not run.init_from or start_checkpoint(run) is not None:  # e.g. its own progress since init_from
+        return None
+    import ray.train
+
+    return ray.train.Checkpoint(run.init_from)
+
+
+def keep_moments(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load an optimizer state_dict's per-parameter state (Adam moments, momentum buffers, step counts)
+    while every param group keeps this optimizer's hyperparameters (lr, initial_lr, weight decay...)."""
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, own in zip(optimizer.param_groups, groups):
+        group.update(own)
+
+
+def advance_schedule(sched, steps: int) -> None:
+    """Step a freshly built schedule `steps` optimizer steps forward (its lr at that point of the run)."""
+    import warnings
+
+    with warnings.catch_warnings():  # "lr_scheduler.step() before optimizer.step()": on purpose here
+        warnings.simplefilter("ignore")
+        for _ in range(steps):
+            sched.step()
 
 
 def report_epoch(metrics: dict, epoch: int, save=None) -> None:
@@ -226,6 +265,20 @@ def train_loop_per_worker(config: dict) -> None:
         if swa is not None and state.get("swa"):
             swa.load_state_dict(state["swa"])
         start_epoch, best = state["epoch"] + 1, state["best"]
+    elif (init := init_checkpoint(cfg.run)) is not None:
+        # PBT exploit: the donor's weights and epoch, THIS config's hyperparameters (its lr takes effect).
+        # Adam/SGD moments are per-parameter estimates of the same weights: kept when the optimizer is the
+        # same one (else they mean nothing to it). The schedule is this config's, advanced to the start
+        # epoch, not the donor's (whose state holds the donor's base lr). Best score and scaler start fresh.
+        with init.as_directory() as d:
+            state = torch.load(Path(d) / CHECKPOINT_FILE, map_location=device, weights_only=False)
+        unwrap(model).load_state_dict(state["train_model"])
+        if state.get("config", {}).get("optim", {}).get("name") == cfg.optim.name:
+            keep_moments(optimizer, state["optimizer"])
+        if swa is not None and state.get("swa"):
+            swa.averaged.load_state_dict(state["swa"]["averaged"])
+        start_epoch = state["epoch"] + 1
+        advance_schedule(sched, min(start_epoch, cfg.run.epochs) * steps_per_epoch)
 
     tracker = Tracker(str(run_dir), config["cfg"], name=cfg.run.name, project=cfg.run.wandb_project,
                       enabled=rank == 0, start_epoch=start_epoch)

@@ -80,6 +80,7 @@ def _absolute_paths(cfg: TrainConfig) -> None:
     cfg.data.annotations = fix(cfg.data.annotations)
     cfg.model.encoder_weights = fix(cfg.model.encoder_weights)
     cfg.run.resume = fix(cfg.run.resume)
+    cfg.run.init_from = fix(cfg.run.init_from)
 
 
 def best_checkpoint(result):

@@ -75,7 +75,19 @@ class Space:
         return {**self.fixed, **{k: leaf.to_tune() for k, leaf in self.leaves.items()}}
 
     def mutations(self) -> dict:
+        """PBT `hyperparam_mutations` of every searched key (see `Leaf.mutation`)."""
         return {k: leaf.mutation() for k, leaf in self.leaves.items()}
+
+    def clamp(self, config: dict) -> dict:
+        """`config` with every range leaf's value put back inside [low, high] (randint: [low, high)): PBT's
+        x0.8 / x1.2 perturbations walk out of the searched range otherwise (PBT `custom_explore_fn`)."""
+        out = dict(config)
+        for key, leaf in self.leaves.items():
+            if leaf.kind in ("uniform", "loguniform", "randint") and isinstance(out.get(key), (int, float)):
+                lo, hi = leaf.args
+                hi = hi - 1 if leaf.kind == "randint" else hi
+                out[key] = type(out[key])(min(max(out[key], lo), hi))
+        return out
 
 
 def _hints(cls) -> dict:

@@ -1,13 +1,31 @@
 """Hyperparameter sweeps on Ray Tune over the training job of `playerseg train`.
 
 Each trial is a function trainable that builds THE trainer of `playerseg train <family>`
-(`<module>.build_trainer(cfg)`, a TorchTrainer) for its config and runs it; Train V2 reports
-reach Tune through `ray.tune.integration.ray_train.TuneReportCallback`. The trial itself holds
+(`<module>.build_trainer(cfg)`, a TorchTrainer) for its config and runs it. The trial itself holds
 `DRIVER_CPUS`; its Train workers ask for `run.num_workers` x (`run.cpus_per_worker`,
 `run.gpus_per_worker`: fractions allowed) like any training run.
 
+Schedulers (one Tune iteration = one epoch):
+  asha  stops trials whose metric is in the worse part at the same epoch. Train V2 reports reach Tune
+        through `ray.tune.integration.ray_train.TuneReportCallback` (metrics, `checkpoint_path`).
+  pbt   Population Based Training: every `perturbation_interval` epochs a trial in the worst quarter
+        clones a trial of the best quarter (exploit) and perturbs its hyperparameters (explore: x0.8 /
+        x1.2 or a resample of a range, a neighbour or a resample of a choice; the mutations are the
+        space's searched keys, `Space.mutations`, kept inside their ranges). The trials report Tune
+        checkpoints (`playerseg.tune.report`: each Train checkpoint, copied into the trial's Tune folder,
+        the last `keep_checkpoints` kept). An exploiting trial restarts in a new Train run folder
+        `trials/<trial_id>/pbt-<donor>-epoch<NNN>/` from the donor's weights and epoch with ITS new
+        hyperparameters (`run.init_from`: fresh lr schedule advanced to that epoch, optimizer moments
+        kept when the optimizer is the same; see `playerseg.train.loop.init_checkpoint`). Keys that shape
+        the weights (`Family.weights_keys`: the Unet's `model`, `data.classes`) are sampled but never
+        mutated: an exploit takes them from the donor with its weights. Each result carries the
+        trial's lineage: `run_folder`, `parent_trial`, `parent_epoch`.
+
 Outputs, in `<out_dir>/<name>/` (the Tune experiment folder):
-  trials/<trial_id>/    each trial's run folder (config.yaml, metrics.csv, checkpoints, W&B)
+  trials/<trial_id>/    each trial's run folder (config.yaml, metrics.csv, checkpoints, W&B); under PBT,
+                        its runs after exploits in trials/<trial_id>/pbt-<donor>-epoch<NNN>/ (parent.json)
+  <trial_id>/           Tune's trial folder (progress.csv, result.json; PBT: its Tune checkpoints);
+                        PBT also writes pbt_global.txt / pbt_policy_<trial_id>.txt (every exploit)
   results.csv / results.parquet   one row per trial: its config (`config/<key>`), last metrics,
                         `best_<metric>`, iterations, status
   best_config.yaml      the best trial's full training config (`playerseg train <family> --config`)
@@ -44,6 +62,8 @@ class Family:
     config: str  # "module:Class" of the training config
     trainer_module: str  # exposes build_trainer(cfg) -> TorchTrainer (the one `playerseg train` runs)
     forced: dict = field(default_factory=dict)  # values every trial needs (e.g. validate every epoch)
+    pbt: bool = False  # its training loop starts from run.init_from (loop.init_checkpoint): PBT can exploit
+    weights_keys: tuple[str, ...] = ()  # config keys / sections that shape the weights: never PBT-mutated
 
     def config_cls(self):
         module, name = self.config.split(":")
@@ -51,7 +71,8 @@ class Family:
 
 
 FAMILIES: dict[str, Family] = {
-    "unet": Family("playerseg.train.config:TrainConfig", "playerseg.train.trainer", {"val.every": 1}),
+    "unet": Family("playerseg.train.config:TrainConfig", "playerseg.train.trainer", {"val.every": 1},
+                   pbt=True, weights_keys=("model", "data.classes")),
     "sam": Family("playerseg.sam.train:SamTrainConfig", "playerseg.sam.train"),
 }
 
@@ -72,6 +93,7 @@ class SweepConfig:
     grace_period: int = 1  # ASHA: epochs before a trial can be stopped
     reduction_factor: int = 2  # ASHA: 1/reduction_factor of the trials go on at each rung
     perturbation_interval: int = 2  # PBT: epochs between exploit/explore steps
+    keep_checkpoints: int = 4  # PBT: Tune checkpoints kept per trial (what exploits clone)
     seed: int = 0  # sampling of the space
     wandb: bool = True  # Tune's W&B callback (offline unless WANDB_API_KEY is set)
     resume: bool = False  # continue <out_dir>/<name> (Tuner.restore)
@@ -103,37 +125,53 @@ def trial_config(family: Family, base_tree: dict, values: dict, trials_dir: str,
     return cfg
 
 
-def run_trial(config: dict, family_name: str, base_tree: dict, trials_dir: str) -> None:
-    """The Tune trainable: `playerseg train`'s TorchTrainer for this trial's config."""
+def run_trial(config: dict, family_name: str, base_tree: dict, trials_dir: str, tune_checkpoints: int = 0) -> None:
+    """The Tune trainable: `playerseg train`'s TorchTrainer for this trial's config. With `tune_checkpoints`
+    (PBT: how many to keep) it reports Tune checkpoints and starts where its Tune checkpoint says
+    (`playerseg.tune.report.trial_run`: its own run folder, or a new one from a donor's weights)."""
     from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     family = FAMILIES[family_name]
     trial_id = tune.get_context().get_trial_id()
     cfg = trial_config(family, base_tree, config, trials_dir, trial_id)
-    run_dir = Path(trials_dir) / trial_id
+    run, parent = trial_id, None
+    if tune_checkpoints:
+        from playerseg.tune.report import trial_run
+
+        run, parent = trial_run(trial_id, trials_dir, config)
+    run_dir = Path(trials_dir) / run
+    cfg.run.out_dir, cfg.run.name = str(run_dir.parent), run_dir.name
+    if parent is not None:
+        cfg.run.init_from = parent["init_from"]
+        if parent.get("epoch") is not None and parent["epoch"] + 1 >= cfg.run.epochs:
+            return  # cloned a donor's last epoch: nothing left to train (the trial ends as the donor did)
     run_dir.mkdir(parents=True, exist_ok=True)
     dump(cfg, run_dir / "config.yaml")
     trainer = importlib.import_module(family.trainer_module).build_trainer(cfg)
-    trainer.run_config.callbacks = [*(trainer.run_config.callbacks or []), TuneReportCallback()]
-    trainer.fit()  # a re-run of the same trial (restore) continues from its latest checkpoint
+    # a re-run of the same Train run folder (restore) continues from its latest Train checkpoint
+    if tune_checkpoints:
+        from playerseg.tune.report import fit_reporting, lineage_metrics
+
+        fit_reporting(trainer, {"trial_id": trial_id, "run": run}, lineage_metrics(run, parent), tune_checkpoints)
+    else:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        trainer.run_config.callbacks = [*(trainer.run_config.callbacks or []), TuneReportCallback()]
+        trainer.fit()
 
 
-def _scheduler(cfg: SweepConfig, space: Space, max_t: int):
-    from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining
+def _scheduler(cfg: SweepConfig, family: Family, space: Space, max_t: int):
+    from ray.tune.schedulers import ASHAScheduler
 
     if cfg.scheduler == "asha":
         # max_t past the last epoch: a trial that is never cut ends by itself (its Train run shuts down cleanly)
         return ASHAScheduler(time_attr="training_iteration", max_t=max_t + 1, grace_period=cfg.grace_period,
                              reduction_factor=cfg.reduction_factor)
     if cfg.scheduler == "pbt":
-        # PBT exploits by restarting a trial from a better trial's Tune checkpoint; Train V2 trials report
-        # theirs through TuneReportCallback as the `checkpoint_path` metric only (Ray 2.60), so PBT logs
-        # "no checkpoint ... skip exploit" and, as it explores only when it exploits, runs a random search.
-        log.warning("PBT with Ray Train V2 trials: no Tune checkpoints, exploit/explore steps are skipped "
-                    "(Ray 2.60): this runs as a random search; prefer ASHA")
-        return PopulationBasedTraining(time_attr="training_iteration", perturbation_interval=cfg.perturbation_interval,
-                                       hyperparam_mutations=space.mutations())
+        from playerseg.tune.pbt import pbt_scheduler
+
+        # exploit = restart the trial from a better trial's Tune checkpoint (run_trial, tune_checkpoints)
+        return pbt_scheduler(space, family.weights_keys, cfg.perturbation_interval)
     raise ValueError(f"unknown scheduler {cfg.scheduler!r}; schedulers are asha, pbt")
 
 
@@ -184,7 +222,8 @@ def results_table(results, metric: str, mode: str):
         if history is not None and metric in history:
             best = history[metric].max() if mode == "max" else history[metric].min()
         m = r.metrics or {}
-        row = {"trial_id": m.get("trial_id", Path(r.path).name), "status": "ERROR" if r.error else "OK",
+        # the trial's folder is named by its id (trial_dirname_creator); its last metrics may be a PBT donor's
+        row = {"trial_id": Path(r.path).name, "status": "ERROR" if r.error else "OK",
                "iterations": m.get("training_iteration", 0), f"best_{metric}": best, "path": r.path}
         row.update({f"config/{k}": _scalar(v) for k, v in (r.config or {}).items()})
         row.update({k: _scalar(v) for k, v in m.items() if k not in ("config", "trial_id", "training_iteration")})
@@ -245,6 +284,11 @@ def run_sweep(cfg: SweepConfig) -> dict:
     family = FAMILIES[cfg.family]
     base = base_config(cfg)
     space = load_space(family.config_cls(), cfg.space, base)  # errors here, before any trial
+    if cfg.scheduler == "pbt" and not family.pbt:
+        raise ValueError(f"family {cfg.family!r} can't run PBT: its training loop does not start from a donor "
+                         f"trial's weights (run.init_from); use --scheduler asha")
+    if cfg.scheduler == "pbt" and cfg.keep_checkpoints < 1:
+        raise ValueError(f"keep_checkpoints={cfg.keep_checkpoints}: PBT clones trials' Tune checkpoints, keep >= 1")
     if not hasattr(importlib.import_module(family.trainer_module), "build_trainer"):
         raise ValueError(f"family {cfg.family!r}: {family.trainer_module} has no build_trainer(cfg) to run trials with")
     if not cfg.resume and (exp_dir / "tuner.pkl").exists():
@@ -252,7 +296,8 @@ def run_sweep(cfg: SweepConfig) -> dict:
     trials_dir = str(exp_dir / "trials")
     init_ray()
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, family_name=cfg.family, base_tree=to_dict(base), trials_dir=trials_dir),
+        tune.with_parameters(run_trial, family_name=cfg.family, base_tree=to_dict(base), trials_dir=trials_dir,
+                             tune_checkpoints=cfg.keep_checkpoints if cfg.scheduler == "pbt" else 0),
         {"cpu": DRIVER_CPUS})
     if cfg.resume:
         if not tune.Tuner.can_restore(str(exp_dir)):
@@ -271,7 +316,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
             param_space=space.param_space(),
             tune_config=tune.TuneConfig(
                 metric=cfg.metric, mode=cfg.mode, num_samples=cfg.num_samples,
-                scheduler=_scheduler(cfg, space, base.run.epochs),
+                scheduler=_scheduler(cfg, family, space, base.run.epochs),
                 search_alg=BasicVariantGenerator(random_state=cfg.seed, max_concurrent=concurrent),
                 trial_dirname_creator=lambda trial: trial.trial_id),
             run_config=tune.RunConfig(name=cfg.name, storage_path=str(exp_dir.parent), callbacks=callbacks,

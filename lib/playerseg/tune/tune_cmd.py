@@ -2,6 +2,7 @@
 
     playerseg tune unet --space tune_spaces/unet.yaml --config configs/unet_acme.yaml \\
         --num-samples 16 --gpus-per-worker 0.5 --set run.epochs=12
+    playerseg tune unet --space tune_spaces/unet.yaml --scheduler pbt --sweep-set perturbation_interval=2
     playerseg tune unet --name sweep --resume          # continue an interrupted sweep
     playerseg train unet --config runs/tune/sweep/best_config.yaml
 
@@ -28,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="experiment folder <out>/<name>")
     p.add_argument("--out", dest="out_dir", help="sweeps folder (default runs/tune)")
     p.add_argument("--num-samples", type=int)
-    p.add_argument("--scheduler", choices=["asha", "pbt"])
+    p.add_argument("--scheduler", choices=["asha", "pbt"], help="asha (default) or pbt (Population Based Training)")
     p.add_argument("--metric", help="reported metric to optimise (default score)")
     p.add_argument("--mode", choices=["max", "min"])
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: what the cluster holds)")
