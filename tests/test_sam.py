@@ -177,3 +177,42 @@ def test_head_on_embeddings_and_as_a_segmentation_model():
     x = torch.randn(1, 3, 72, 128)
     assert model(x).shape == (1, 3, 72, 128)
     assert not any(p.requires_grad for p in model.encoder.parameters())
+
+
+def test_shards_are_disjoint_equal_and_cover_every_item():
+    from playerseg.sam.train import _shard
+
+    for n, world in [(12, 2), (12, 3), (7, 2), (1, 2)]:
+        rng_seed = [0, 3]
+        shards = [_shard(n, r, world, np.random.default_rng(rng_seed)) for r in range(world)]
+        assert len({len(s) for s in shards}) == 1  # every rank steps as often (DDP)
+        assert sorted(set().union(*map(set, shards))) == list(range(n))
+        visits = sum(len(s) for s in shards)
+        assert visits == world * -(-n // world)  # only the padding to equal shards repeats items
+        if n % world == 0:
+            assert visits == n  # disjoint
+    assert _shard(5, 0, 1, None) == [0, 1, 2, 3, 4]
+
+
+def test_paths_made_absolute_and_one_cache_per_model_data_and_crops(tmp_path, monkeypatch):
+    from playerseg.config import load
+    from playerseg.sam.embeddings import cache_spec
+    from playerseg.sam.train import SamTrainConfig, absolute_paths, cache_dir_of
+
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    cfg = load(SamTrainConfig, None, ["data.root=data", "cache.dir=caches", "data.mapping=s3://b/m.yaml"])
+    absolute_paths(cfg)
+    assert (cfg.data.root, cfg.cache.dir) == (str(tmp_path / "data"), str(tmp_path / "caches"))
+    assert cfg.data.mapping == "s3://b/m.yaml"  # URIs stay as they are
+
+    def cache_of(*sets):
+        c = load(SamTrainConfig, None, [f"data.root={tmp_path / 'data'}", *sets])
+        spec = cache_spec(c.data, c.crops, c.sam.model_type, c.sam.checkpoint, c.prompts.classes, 256, c.cache.dtype)
+        return cache_dir_of(c, tmp_path / "runs" / "r", spec)
+
+    base = cache_of()
+    assert base.startswith(f"{tmp_path / 'runs' / 'sam_cache'}/tiny_untrained-")
+    # what does not change the embeddings or targets shares the cache; crops and data do not
+    assert cache_of("sam.mode=decoder_prompt", "optim.lr=0.1", "data.val_fraction=0.5") == base
+    assert len({base, cache_of("crops.size=384"), cache_of("crops.max_per_frame=2"), cache_of("data.format=coco")}) == 4

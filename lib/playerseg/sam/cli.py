@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-type", help="vit_b | vit_l | vit_h | tiny_untrained (sam.model_type)")
     p.add_argument("--sam-checkpoint", help="base SAM weights, path or fsspec URI (sam.checkpoint)")
     p.add_argument("--mode", help="decoder | decoder_prompt | last_n_blocks | full | head (sam.mode)")
-    p.add_argument("--cache-dir", help="embedding cache folder (cache.dir)")
+    p.add_argument("--cache-dir", help="root of the embedding caches, one <model_type>-<hash>/ each (cache.dir)")
 
 
 def config_from_args(args: argparse.Namespace):

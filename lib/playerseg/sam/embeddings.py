@@ -5,6 +5,7 @@ Layout under `cache_dir` (local path or fsspec URI):
     cache.json                         what the cache was built from (model, weights, data, crops)
     <image id>/<x0_y0_x1_y1>.npz       one item: embedding (C x h x w, fp16) and its targets
     <image id>/index.json              written last: the frame is done (its crops listed)
+    .build.lock                        local caches: one builder at a time (flock)
 
 An item (.npz of .npy arrays) holds `embedding`, `boxes` (N x 4, model input frame), `masks`
 (N x L x L bool, bit-packed), `class_ids`, `semantic` (L x L), `input_size`, `original_size`.
@@ -13,9 +14,12 @@ index.json exists; every file is written atomically; a frame that fails is repor
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import fsspec
 import numpy as np
@@ -25,7 +29,7 @@ from playerseg.classes import TaskClasses
 from playerseg.config import from_dict, to_dict
 from playerseg.data.errors import Failures
 from playerseg.data.registry import DataConfig, build_reader
-from playerseg.io import exists, read_json, write_bytes_atomic, write_json_atomic
+from playerseg.io import exists, filesystem, is_local, read_json, write_bytes_atomic, write_json_atomic
 from playerseg.sam.inputs import Geometry, prepare_item, to_model_input
 from playerseg.sam.prompts import CropConfig, crop_sample, player_crops
 
@@ -36,7 +40,7 @@ SPLIT_KEYS = ("val_fraction", "split_block", "seed")  # a cache serves every spl
 
 @dataclass
 class CacheConfig:
-    dir: str = ""  # "" = <run.out_dir>/sam_cache/<model_type>
+    dir: str = ""  # caches root; "" = <run.out_dir>/sam_cache (each cache: <model_type>-<spec hash>/)
     actors: int = 1  # encoder actors (Ray Data ActorPoolStrategy size)
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
@@ -142,6 +146,28 @@ def build_cache(spec: dict, cache_dir: str, keys: list[str], cfg: CacheConfig) -
     """Embed the frames `keys` not cached yet, on a pool of `cfg.actors` Ray Data actors.
 
     Returns the failures (frames that could not be embedded: their error, per key)."""
+    with _building(cache_dir):
+        return _build_cache(spec, cache_dir, keys, cfg)
+
+
+@contextlib.contextmanager
+def _building(cache_dir: str):
+    """One builder at a time for a local cache (sweep trials sharing it wait, then skip what is done);
+    remote caches get none: concurrent builders only repeat work, every file being written atomically."""
+    if not is_local(cache_dir):
+        yield
+        return
+    folder = Path(filesystem(cache_dir)[1])
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".build.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _build_cache(spec: dict, cache_dir: str, keys: list[str], cfg: CacheConfig) -> Failures:
     import ray
 
     check_spec(cache_dir, spec)

@@ -6,14 +6,22 @@
 Modes (`sam.mode`): `decoder` (default), `decoder_prompt`, `last_n_blocks` (+ the last
 `sam.last_n` encoder blocks and the neck), `full`, and `head` (a semantic head on frozen
 embeddings, `playerseg.sam.head`). `decoder`, `decoder_prompt` and `head` first build the
-embedding cache (a Ray Data job, `playerseg.sam.embeddings`) and their epochs never run the
-encoder: each epoch reports `encoder_calls` (0 in these modes). Checkpoints hold the trained
-parameters only, with the base checkpoint's reference (`playerseg.sam.checkpoint`). The run
-folder `<run.out_dir>/<run.name>` is the Unet's: Ray checkpoints, metrics.csv/json, W&B offline,
-`final/sam_trained.pt`; running the same name again continues the run.
+embedding cache (a Ray Data job, `playerseg.sam.embeddings`) in `<cache.dir>/<model_type>-<hash>`
+(default `cache.dir`: `<run.out_dir>/sam_cache`; the hash covers model, weights, data and crops, so
+runs and sweep trials that agree on them share it) and their epochs never run the encoder: each
+epoch reports `encoder_calls` (0 in these modes) and `train/items` / `train/items_distinct` (over
+all ranks). Checkpoints hold the trained parameters only, with the base checkpoint's reference
+(`playerseg.sam.checkpoint`). The run folder `<run.out_dir>/<run.name>` is the Unet's: Ray
+checkpoints, metrics.csv/json, W&B offline, `final/sam_trained.pt`; running the same name again
+continues the run.
+
+`build_trainer(cfg)` is THE TorchTrainer of the job (`train_sam` fits it, each `playerseg tune sam`
+trial too); it runs `prepare(cfg)` (absolute paths, run folder, cache, items) unless given its result.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import time
@@ -26,7 +34,9 @@ import torch.distributed as dist
 
 from playerseg.classes import TaskClasses
 from playerseg.config import dump, from_dict, to_dict
+from playerseg.data.errors import Failures
 from playerseg.data.registry import DataConfig, build_reader
+from playerseg.io import is_local, write_bytes_atomic
 from playerseg.losses import LossConfig, build_loss
 from playerseg.optim import OptimConfig, SchedConfig, build_optimizer, build_scheduler
 from playerseg.sam.build import SAM_MODELS, build_sam
@@ -39,6 +49,7 @@ from playerseg.sam.loss import SamLoss, SamLossConfig
 from playerseg.sam.model import CACHED_MODES, SamTrainModel
 from playerseg.sam.prompts import CropConfig
 from playerseg.train.config import RunOptions
+from playerseg.train.trainer import best_checkpoint, ensure_ray, run_dir_of, torch_trainer
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +107,15 @@ def run_epoch(model, items, order: list[int], batch_size: int, rng: np.random.Ge
     (no jitter, no grad). Returns means of the loss terms weighted by batch, plus counts."""
     train = optimizer is not None
     model.train(train)
+    ddp = train and dist.is_initialized() and dist.get_world_size() > 1
     sums: dict[str, float] = {}
     batches = 0
     for s in range(0, len(order), batch_size):
         batch = collate([items[i] for i in order[s:s + batch_size]], rng, prompts, geo, train)
+        if ddp:  # every rank takes the step or none does (a rank alone in backward would wait forever)
+            have = torch.tensor([int(batch is not None)], device=device)
+            dist.all_reduce(have, op=dist.ReduceOp.MIN)
+            batch = batch if int(have) else None
         if batch is None:
             continue
         batch = to_device(batch, device)
@@ -179,20 +195,27 @@ def train_loop_per_worker(config: dict) -> None:
         rng = np.random.default_rng([cfg.run.seed, epoch, rank])
         encoder_calls[0] = 0
         t0 = time.perf_counter()
-        tr = run_epoch(model, train_items, _shard(len(train_items), rank, world, np.random.default_rng([cfg.run.seed, epoch])),
-                       cfg.run.batch_size, rng, cfg.prompts, geo, sam_loss, head_loss, optimizer, sched, device, amp)
+        shard = _shard(len(train_items), rank, world, np.random.default_rng([cfg.run.seed, epoch]))
+        tr = run_epoch(model, train_items, shard, cfg.run.batch_size, rng, cfg.prompts, geo, sam_loss, head_loss,
+                       optimizer, sched, device, amp)
         seconds = time.perf_counter() - t0
         calls = encoder_calls[0]
+        visits = np.bincount(shard, minlength=len(train_items))  # summed over ranks below
         va = run_epoch(unwrap(model), val_items, _shard(len(val_items), rank, world, None), cfg.run.batch_size,
                        np.random.default_rng([cfg.run.seed, 7]), cfg.prompts, geo, sam_loss, head_loss,
                        device=device, amp=amp) if len(val_items) else {}
         metrics = {"epoch": epoch, "lr": sched.lr, "train/seconds": seconds, "encoder_calls": calls,
                    **{f"train/{k}": v for k, v in tr.items()}, **{f"val/{k}": v for k, v in va.items()}}
-        if world > 1 and dist.is_initialized():  # mean over ranks, same keys everywhere
+        if world > 1 and dist.is_initialized():  # mean over ranks (counts: sums), same keys everywhere
             keys = sorted(k for k in metrics if k.startswith(("train/", "val/")) or k == "encoder_calls")
             t = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64, device=device)
             dist.all_reduce(t)
             metrics.update({k: float(v) / (1 if k == "encoder_calls" else world) for k, v in zip(keys, t.tolist())})
+            v = torch.as_tensor(visits, dtype=torch.int64, device=device)
+            dist.all_reduce(v)
+            visits = v.cpu().numpy()
+        # items trained this epoch over all ranks, and how many distinct: equal when the shards are disjoint
+        metrics.update({"train/items": int(visits.sum()), "train/items_distinct": int((visits > 0).sum())})
         metrics["score"] = metrics.get("val/iou", -metrics.get("val/loss", math.inf)) if va else -1.0
         def save(folder: Path) -> None:
             core = unwrap(model)
@@ -208,53 +231,88 @@ def train_loop_per_worker(config: dict) -> None:
 
 
 # ---- the driver -----------------------------------------------------------------------------
-def items_of(cfg: SamTrainConfig, run_dir: Path):
-    """(train items, val items, failures): cache paths in cached modes (building the cache), else frame keys."""
-    from playerseg.data.errors import Failures
+@dataclass
+class Prepared:
+    """What a SAM trainer needs before it starts (`prepare`): its items, and what failed on the way."""
 
-    train_keys, val_keys = build_reader(cfg.data, "train").keys(), build_reader(cfg.data, "val").keys()
-    if cfg.sam.mode not in CACHED_MODES:
-        return train_keys, val_keys, Failures()
-    cache_dir = cfg.cache.dir or str(run_dir.parent / "sam_cache" / cfg.sam.model_type)
+    run_dir: Path
+    train_items: list[str]  # cache item paths (cached modes) or frame keys
+    val_items: list[str]
+    failures: Failures
+    cache_dir: str | None = None  # the embedding cache used (cached modes)
+
+
+def absolute_paths(cfg: SamTrainConfig) -> None:
+    """Local relative paths resolved against the driver's folder (workers, trials run elsewhere)."""
+    def fix(p: str) -> str:
+        return str(Path(p).resolve()) if p and is_local(p) and Path(p).exists() else p
+
+    cfg.data.root, cfg.data.mapping = fix(cfg.data.root), fix(cfg.data.mapping)
+    cfg.data.annotations, cfg.sam.checkpoint, cfg.run.resume = (
+        fix(cfg.data.annotations), fix(cfg.sam.checkpoint), fix(cfg.run.resume))
+    if cfg.cache.dir and is_local(cfg.cache.dir):  # need not exist yet
+        cfg.cache.dir = str(Path(cfg.cache.dir).resolve())
+
+
+def cache_dir_of(cfg: SamTrainConfig, run_dir: Path, spec: dict) -> str:
+    """`<cache.dir or <run folder's parent>/sam_cache>/<model_type>-<hash of spec>`: one cache per
+    model, weights, data and crops, shared by every run (and every sweep trial) that agrees on them."""
+    digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
+    root = cfg.cache.dir or str(run_dir.parent / "sam_cache")
+    return f"{root.rstrip('/')}/{cfg.sam.model_type}-{digest}"
+
+
+def prepare(cfg: SamTrainConfig) -> Prepared:
+    """Paths made absolute, the run folder, and the items: in cached modes the embedding cache is
+    built first (a Ray Data job; frames already cached are skipped), else frame keys. Idempotent."""
+    absolute_paths(cfg)
+    run_dir = run_dir_of(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.sam.model_type not in SAM_MODELS:
         raise ValueError(f"unknown SAM model type {cfg.sam.model_type!r}; types are {sorted(SAM_MODELS)}")
-    spec = cache_spec(cfg.data, cfg.crops, cfg.sam.model_type, cfg.sam.checkpoint or None, cfg.prompts.classes,
-                      SAM_MODELS[cfg.sam.model_type][2], cfg.cache.dtype)
-    failures = build_cache(spec, cache_dir, train_keys + val_keys, cfg.cache)
-    return list_items(cache_dir, train_keys), list_items(cache_dir, val_keys), failures
+    train_keys, val_keys = build_reader(cfg.data, "train").keys(), build_reader(cfg.data, "val").keys()
+    if cfg.sam.mode not in CACHED_MODES:
+        prepared = Prepared(run_dir, list(train_keys), list(val_keys), Failures())
+    else:
+        spec = cache_spec(cfg.data, cfg.crops, cfg.sam.model_type, cfg.sam.checkpoint or None, cfg.prompts.classes,
+                          SAM_MODELS[cfg.sam.model_type][2], cfg.cache.dtype)
+        cache_dir = cache_dir_of(cfg, run_dir, spec)
+        ensure_ray()
+        failures = build_cache(spec, cache_dir, train_keys + val_keys, cfg.cache)
+        prepared = Prepared(run_dir, list_items(cache_dir, train_keys), list_items(cache_dir, val_keys), failures,
+                            cache_dir)
+    if not prepared.train_items:
+        raise ValueError(f"no training items for SAM in {cfg.data.root!r} ({prepared.failures.summary()})")
+    if prepared.failures:
+        log.warning("%s", prepared.failures.summary())
+    return prepared
+
+
+def build_trainer(cfg: SamTrainConfig, prepared: Prepared | None = None):
+    """THE TorchTrainer of `playerseg train sam` for `cfg` (what `train_sam` and each `playerseg tune sam`
+    trial run); `prepare(cfg)` first unless its result is given."""
+    prepared = prepared or prepare(cfg)
+    loop_config = {"cfg": to_dict(cfg), "run_dir": str(prepared.run_dir), "train_items": prepared.train_items,
+                   "val_items": prepared.val_items}
+    return torch_trainer(train_loop_per_worker, loop_config, cfg.run, prepared.run_dir)
 
 
 def train_sam(cfg: SamTrainConfig) -> dict:
-    """Run the job; returns {run_dir, checkpoint (final sam_trained.pt), metrics, seconds, failures}."""
-    from ray.train import Checkpoint
-
-    from playerseg.io import write_bytes_atomic
-    from playerseg.train.trainer import best_checkpoint, ensure_ray, torch_trainer
-
-    run = cfg.run
-    run_dir = Path(run.out_dir).resolve() / run.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    dump(cfg, run_dir / "config.yaml")
-    ensure_ray()
+    """Run the job; returns {run_dir, checkpoint (final sam_trained.pt), best, metrics, seconds, failures,
+    train_items, val_items, cache_dir}."""
     t0 = time.perf_counter()
-    train_items, val_items, failures = items_of(cfg, run_dir)
-    if not train_items:
-        raise ValueError(f"no training items for SAM in {cfg.data.root!r} ({failures.summary()})")
-    trainer = torch_trainer(
-        train_loop_per_worker,
-        {"cfg": to_dict(cfg), "run_dir": str(run_dir), "train_items": list(train_items), "val_items": list(val_items)},
-        run, run_dir,
-        resume_from_checkpoint=Checkpoint(str(Path(run.resume).resolve())) if run.resume else None,
-    )
-    result = trainer.fit()
+    ensure_ray()
+    prepared = prepare(cfg)
+    dump(cfg, prepared.run_dir / "config.yaml")
+    result = build_trainer(cfg, prepared).fit()
+    run_dir = prepared.run_dir
     final = None
     if result.checkpoint is not None:
         with result.checkpoint.as_directory() as d:
             final = str(run_dir / "final" / FILE)
             write_bytes_atomic(final, (Path(d) / FILE).read_bytes())
     best = best_checkpoint(result)
-    if failures:
-        log.warning("%s", failures.summary())
     return {"run_dir": str(run_dir), "checkpoint": final, "best": best.path if best else None,
-            "metrics": result.metrics, "seconds": time.perf_counter() - t0, "failures": failures,
-            "train_items": len(train_items), "val_items": len(val_items)}
+            "metrics": result.metrics, "seconds": time.perf_counter() - t0, "failures": prepared.failures,
+            "train_items": len(prepared.train_items), "val_items": len(prepared.val_items),
+            "cache_dir": prepared.cache_dir}
