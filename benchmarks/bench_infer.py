@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_infer.py                       # sample clip, 2 CPUs
     .venv/bin/python benchmarks/bench_infer.py --clip x.mp4 --model models/unet_effl0_acme --cpus 2
+    .venv/bin/python benchmarks/bench_infer.py --repeat 8 --variants default,naive   # steady state
 
 Both sides do the same work on the same clip and model: decode -> resize by the model's scale
 -> model (probabilities) -> the same post-processing (`infer.postprocess`) -> the same Parquet.
@@ -193,6 +194,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--segment-frames", type=int, default=32)
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {list(VARIANTS)}")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="join the clip to itself N times (remux, no re-encode): a longer clip weighs the job's "
+                         "fixed start-up (actors load the model) less against its steady throughput")
     args = ap.parse_args()
 
     import ray
@@ -201,6 +205,12 @@ def main() -> None:
     try:
         clip = args.clip or default_clip(tmp)
         model = args.model or default_model(tmp)
+        if args.repeat > 1:
+            from playerseg.video.encode import concat
+
+            concat([clip] * args.repeat, str(tmp / "long.mp4"))
+            clip = str(tmp / "long.mp4")
+            print(f"the clip joined {args.repeat} times")
         print(f"clip {clip}\nmodel {model}\nlocal Ray with {args.cpus} CPUs; plain loop with {args.cpus} torch threads")
         ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
         ray.data.DataContext.get_current().enable_progress_bars = False

@@ -37,6 +37,15 @@ from playerseg.models.preprocess import Preprocess
 log = logging.getLogger(__name__)
 
 
+# glibc malloc in the workers: keep freed memory for the next batch instead of returning it to the OS
+# (blocks up to 32 MiB, glibc's ceiling, from the heap; the heap trimmed only past 1 GiB free; one arena,
+# so the threads a Ray worker runs batches on share that heap). With glibc's defaults every model call
+# maps and faults in its activations afresh: in a Ray Data model actor (Lite0 Unet, 1 thread, 424x239
+# frames) 124 -> 101 ms of CPU per frame, job 15.5 -> 18.5 frames/s on 2 CPUs (`benchmarks/bench_infer.py
+# --repeat 6`); private memory stays flat (`benchmarks/bench_infer_memory.py`).
+HEAP_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(2**30), "MALLOC_ARENA_MAX": "1"}
+
+
 @dataclass
 class ResourcesConfig:
     actors: int = 0  # model replicas; 0 = fill the cluster: GPUs / gpus_per_actor, else one per spare CPU
@@ -48,6 +57,7 @@ class ResourcesConfig:
     decode_threads: int = 1  # codec threads per decode task
     postprocess_cpus: float = 0.25
     postprocess_in_actor: bool | None = None  # None = inside CPU actors, as tasks beside GPU actors
+    worker_env: dict[str, str] = field(default_factory=lambda: dict(HEAP_ENV))  # env of every stage's workers
 
 
 @dataclass
@@ -306,8 +316,10 @@ def build_dataset(units: list[Unit], cfg: InferConfig, classes: TaskClasses, sca
     sam = bool(cfg.sam.checkpoint)
     in_actor = post_in_actor(r, cluster) and not sam
     res = actor_resources(r, cluster, 0.0 if in_actor else cfg.sam.cpus if sam else r.postprocess_cpus)
+    env = {"runtime_env": {"env_vars": dict(r.worker_env)}} if r.worker_env else {}
     ds = ray.data.from_items([{"unit": u.to_json()} for u in units], override_num_blocks=max(1, len(units)))
-    ds = ds.flat_map(decode_unit, fn_kwargs={"scale": scale, "threads": r.decode_threads}, num_cpus=r.decode_cpus)
+    ds = ds.flat_map(decode_unit, fn_kwargs={"scale": scale, "threads": r.decode_threads}, num_cpus=r.decode_cpus,
+                     **env)
     ds = ds.map_batches(
         Predictor,
         fn_constructor_kwargs={"model": cfg.model, "threads": res["threads"], "tta": cfg.tta,
@@ -315,7 +327,7 @@ def build_dataset(units: list[Unit], cfg: InferConfig, classes: TaskClasses, sca
                                "keep_image": sam},
         batch_size=r.batch_size, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=res["actors"]),
-        num_cpus=res["num_cpus"], num_gpus=res["num_gpus"],
+        num_cpus=res["num_cpus"], num_gpus=res["num_gpus"], **env,
     )
     if in_actor:
         return ds, res
@@ -324,9 +336,9 @@ def build_dataset(units: list[Unit], cfg: InferConfig, classes: TaskClasses, sca
             SamPostprocessor, fn_constructor_kwargs={"class_names": list(classes.names), "cfg": post_cfg,
                                                      "sam": dataclasses.asdict(cfg.sam)},
             batch_size=r.batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1),
-            num_cpus=cfg.sam.cpus, num_gpus=cfg.sam.num_gpus), res
+            num_cpus=cfg.sam.cpus, num_gpus=cfg.sam.num_gpus, **env), res
     ds = ds.map_batches(postprocess_batch, fn_kwargs={"class_names": list(classes.names), "cfg": post_cfg},
-                        batch_size=r.batch_size, batch_format="numpy", num_cpus=r.postprocess_cpus)
+                        batch_size=r.batch_size, batch_format="numpy", num_cpus=r.postprocess_cpus, **env)
     return ds, res
 
 
