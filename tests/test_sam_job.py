@@ -70,6 +70,16 @@ def test_train_sam_decoder_job_caches_checkpoints_and_resumes(ray_local, synth_d
     assert load_trained(out2["checkpoint"])["epoch"] == 2
     assert len(list_items(cache_dir, ["frame_00000"])) == 3  # full frame + 2 crops
 
+    # a PBT exploit: a new run from that checkpoint's weights and epoch, with ITS lr (not the donor's)
+    donor = str(next((tmp_path / "runs" / "sam_t").glob("checkpoint_epoch002")))
+    out3 = train_sam(load(SamTrainConfig, None, [*sets[:-2], "run.name=sam_pbt", f"run.init_from={donor}",
+                                                 "optim.lr=0.01", "sched.name=constant", "run.epochs=4"]))
+    pbt_history = json.loads((tmp_path / "runs" / "sam_pbt" / "metrics.json").read_text())
+    assert [r["epoch"] for r in pbt_history] == [3]  # the donor's epoch counter goes on
+    assert pbt_history[0]["lr"] == pytest.approx(0.01)
+    donor_state, new_state = load_trained(out2["checkpoint"]), load_trained(out3["checkpoint"])
+    assert new_state["epoch"] == 3 and new_state["trained"].keys() == donor_state["trained"].keys()
+
 
 # parameter groups of tiny_untrained (a 2-block encoder) and those each mode must change
 GROUPS = ("image_encoder.patch_embed.", "image_encoder.pos_embed", "image_encoder.blocks.0.",

@@ -256,13 +256,18 @@ def test_pbt_never_mutates_what_shapes_the_weights():
         pbt_mutations(only_model, FAMILIES["unet"].weights_keys)
 
 
-def test_pbt_needs_a_loop_that_starts_from_init_from(tmp_path):
+def test_pbt_needs_a_loop_that_starts_from_init_from(tmp_path, monkeypatch):
+    import dataclasses
+
+    from playerseg.tune import sweep
     from playerseg.tune.sweep import SweepConfig, run_sweep
 
+    assert sweep.FAMILIES["unet"].pbt and sweep.FAMILIES["sam"].pbt
+    monkeypatch.setitem(sweep.FAMILIES, "nopbt", dataclasses.replace(sweep.FAMILIES["sam"], pbt=False))
     space = tmp_path / "space.yaml"
     space.write_text("optim.lr: {choice: [0.1, 0.01]}\n")
     with pytest.raises(ValueError, match="can't run PBT"):
-        run_sweep(SweepConfig(family="sam", scheduler="pbt", space=str(space), out_dir=str(tmp_path), name="s"))
+        run_sweep(SweepConfig(family="nopbt", scheduler="pbt", space=str(space), out_dir=str(tmp_path), name="s"))
     assert not (tmp_path / "s").exists()
 
 

@@ -145,7 +145,8 @@ def _shard(n: int, rank: int, world: int, rng: np.random.Generator | None) -> li
 def train_loop_per_worker(config: dict) -> None:
     import ray.train.torch
 
-    from playerseg.train.loop import report_epoch, seed_everything, start_checkpoint, unwrap, worker_context
+    from playerseg.train.loop import (advance_schedule, init_checkpoint, keep_moments, report_epoch, seed_everything,
+                                      start_checkpoint, unwrap, worker_context)
     from playerseg.train.tracking import Tracker
 
     cfg: SamTrainConfig = from_dict(SamTrainConfig, config["cfg"])
@@ -160,9 +161,10 @@ def train_loop_per_worker(config: dict) -> None:
     sam.image_encoder.patch_embed.register_forward_hook(lambda *a: encoder_calls.__setitem__(0, encoder_calls[0] + 1))
 
     checkpoint = start_checkpoint(cfg.run)
+    init = init_checkpoint(cfg.run)  # a PBT exploit: a donor's weights and epoch, this config's hyperparameters
     state = None
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
+    if checkpoint is not None or init is not None:
+        with (checkpoint or init).as_directory() as d:
             state = load_trained(str(Path(d) / FILE))
         apply_trained(sam, state)
         if model.head is not None:
@@ -182,10 +184,16 @@ def train_loop_per_worker(config: dict) -> None:
     optimizer = build_optimizer(cfg.optim, [p for p in model.parameters() if p.requires_grad])
     sched = build_scheduler(cfg.sched, optimizer, steps, cfg.run.epochs)
     start_epoch = 0
-    if state is not None:
+    if checkpoint is not None:
         optimizer.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start_epoch = int(state["epoch"]) + 1
+    elif init is not None:  # as the Unet loop (playerseg.train.loop.init_checkpoint): moments kept for the same
+        # optimizer, this config's lr / schedule advanced to the start epoch
+        if (state.get("config") or {}).get("optim", {}).get("name") == cfg.optim.name:
+            keep_moments(optimizer, state["optimizer"])
+        start_epoch = int(state["epoch"]) + 1
+        advance_schedule(sched, min(start_epoch, cfg.run.epochs) * steps)
     sam_loss = SamLoss(cfg.loss)
     head_loss = build_loss(cfg.head_loss, len(classes)).to(device) if cfg.sam.mode == "head" else None
     tracker = Tracker(str(run_dir), config["cfg"], name=cfg.run.name, project=cfg.run.wandb_project,
@@ -248,8 +256,8 @@ def absolute_paths(cfg: SamTrainConfig) -> None:
         return str(Path(p).resolve()) if p and is_local(p) and Path(p).exists() else p
 
     cfg.data.root, cfg.data.mapping = fix(cfg.data.root), fix(cfg.data.mapping)
-    cfg.data.annotations, cfg.sam.checkpoint, cfg.run.resume = (
-        fix(cfg.data.annotations), fix(cfg.sam.checkpoint), fix(cfg.run.resume))
+    cfg.data.annotations, cfg.sam.checkpoint, cfg.run.resume, cfg.run.init_from = (
+        fix(cfg.data.annotations), fix(cfg.sam.checkpoint), fix(cfg.run.resume), fix(cfg.run.init_from))
     if cfg.cache.dir and is_local(cfg.cache.dir):  # need not exist yet
         cfg.cache.dir = str(Path(cfg.cache.dir).resolve())
 

@@ -62,6 +62,7 @@ class Family:
     config: str  # "module:Class" of the training config
     trainer_module: str  # exposes build_trainer(cfg) -> TorchTrainer (the one `playerseg train` runs)
     forced: dict = field(default_factory=dict)  # values every trial needs (e.g. validate every epoch)
+    absolute_paths: str = ""  # "module:function" making a config's local paths absolute (trials run elsewhere)
     pbt: bool = False  # its training loop starts from run.init_from (loop.init_checkpoint): PBT can exploit
     weights_keys: tuple[str, ...] = ()  # config keys / sections that shape the weights: never PBT-mutated
 
@@ -72,8 +73,11 @@ class Family:
 
 FAMILIES: dict[str, Family] = {
     "unet": Family("playerseg.train.config:TrainConfig", "playerseg.train.trainer", {"val.every": 1},
-                   pbt=True, weights_keys=("model", "data.classes")),
-    "sam": Family("playerseg.sam.train:SamTrainConfig", "playerseg.sam.train"),
+                   "playerseg.train.trainer:_absolute_paths", pbt=True, weights_keys=("model", "data.classes")),
+    "sam": Family("playerseg.sam.train:SamTrainConfig", "playerseg.sam.train", {},
+                  "playerseg.sam.train:absolute_paths", pbt=True,
+                  weights_keys=("sam.model_type", "sam.checkpoint", "sam.mode", "sam.last_n", "sam.head_hidden",
+                                "data.classes")),
 }
 
 
@@ -109,10 +113,9 @@ def base_config(cfg: SweepConfig):
 
     family = FAMILIES[cfg.family]
     base = load(family.config_cls(), cfg.config or None, cfg.overrides)
-    if hasattr(base, "data") and hasattr(base, "model"):
-        from playerseg.train.trainer import _absolute_paths  # trials run in other processes / nodes
-
-        _absolute_paths(base)
+    if family.absolute_paths:  # trials run in other processes / nodes / folders
+        module, name = family.absolute_paths.split(":")
+        getattr(importlib.import_module(module), name)(base)
     return base
 
 
