@@ -69,6 +69,15 @@ def default_model(tmp: Path) -> str:
     return str(tmp / "model")
 
 
+def long_clip(clip: str, repeat: int, tmp: Path) -> str:
+    """`clip` joined to itself `repeat` times by remuxing (no re-encode), in `tmp`."""
+    from playerseg.video.encode import concat
+
+    out = str(tmp / "long.mp4")
+    concat([clip] * repeat, out)
+    return out
+
+
 def descendants(root: int) -> list[int]:
     """Live descendants of process `root`, from the parent pids in /proc."""
     import os
@@ -206,10 +215,7 @@ def main() -> None:
         clip = args.clip or default_clip(tmp)
         model = args.model or default_model(tmp)
         if args.repeat > 1:
-            from playerseg.video.encode import concat
-
-            concat([clip] * args.repeat, str(tmp / "long.mp4"))
-            clip = str(tmp / "long.mp4")
+            clip = long_clip(clip, args.repeat, tmp)
             print(f"the clip joined {args.repeat} times")
         print(f"clip {clip}\nmodel {model}\nlocal Ray with {args.cpus} CPUs; plain loop with {args.cpus} torch threads")
         ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)

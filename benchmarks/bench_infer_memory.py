@@ -85,23 +85,21 @@ def main() -> None:
 
     import ray
 
-    from bench_infer import default_clip, default_model
+    from bench_infer import default_clip, default_model, long_clip
     from playerseg.infer.pipeline import InferConfig, run_inference
-    from playerseg.video.encode import concat
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-infer-mem-"))
     try:
         clip = args.clip or default_clip(tmp)
         model = args.model or default_model(tmp)
-        long_clip = str(tmp / "long.mp4")
-        concat([clip] * args.repeat, long_clip)
+        long = long_clip(clip, args.repeat, tmp)
         ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
                  object_store_memory=args.object_store_mb * 2**20 if args.object_store_mb else None)
         ray.data.DataContext.get_current().enable_progress_bars = False
         sampler = Sampler()
         sampler.start()
         t0 = time.time()
-        s = run_inference(InferConfig(model=model, inputs=[long_clip], output=str(tmp / "out"),
+        s = run_inference(InferConfig(model=model, inputs=[long], output=str(tmp / "out"),
                                       segment_frames=args.segment_frames), overwrite=True)
         t1 = time.time()
         sampler.stop.set()
