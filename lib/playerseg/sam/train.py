@@ -145,7 +145,7 @@ def _shard(n: int, rank: int, world: int, rng: np.random.Generator | None) -> li
 def train_loop_per_worker(config: dict) -> None:
     import ray.train.torch
 
-    from playerseg.train.loop import (advance_schedule, init_checkpoint, keep_moments, report_epoch, seed_everything,
+    from playerseg.train.loop import (continue_from_init, init_checkpoint, report_epoch, seed_everything,
                                       start_checkpoint, unwrap, worker_context)
     from playerseg.train.tracking import Tracker
 
@@ -188,12 +188,8 @@ def train_loop_per_worker(config: dict) -> None:
         optimizer.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start_epoch = int(state["epoch"]) + 1
-    elif init is not None:  # as the Unet loop (playerseg.train.loop.init_checkpoint): moments kept for the same
-        # optimizer, this config's lr / schedule advanced to the start epoch
-        if (state.get("config") or {}).get("optim", {}).get("name") == cfg.optim.name:
-            keep_moments(optimizer, state["optimizer"])
-        start_epoch = int(state["epoch"]) + 1
-        advance_schedule(sched, min(start_epoch, cfg.run.epochs) * steps)
+    elif init is not None:
+        start_epoch = continue_from_init(state, optimizer, sched, cfg.optim.name, cfg.run.epochs, steps)
     sam_loss = SamLoss(cfg.loss)
     head_loss = build_loss(cfg.head_loss, len(classes)).to(device) if cfg.sam.mode == "head" else None
     tracker = Tracker(str(run_dir), config["cfg"], name=cfg.run.name, project=cfg.run.wandb_project,

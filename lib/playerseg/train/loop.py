@@ -116,6 +116,16 @@ def advance_schedule(sched, steps: int) -> None:
             sched.step()
 
 
+def continue_from_init(state: dict, optimizer, sched, optim_name: str, epochs: int, steps_per_epoch: int) -> int:
+    """The optimizer side of starting from `init_checkpoint`'s `state` (every family's loop): moments kept
+    when it is the same optimizer, this config's schedule advanced to the start epoch; returns that epoch."""
+    if (state.get("config") or {}).get("optim", {}).get("name") == optim_name:
+        keep_moments(optimizer, state["optimizer"])
+    start_epoch = int(state["epoch"]) + 1
+    advance_schedule(sched, min(start_epoch, epochs) * steps_per_epoch)
+    return start_epoch
+
+
 def report_epoch(metrics: dict, epoch: int, save=None) -> None:
     """`ray.train.report` of one epoch; with `save(folder)` (rank 0) also the checkpoint it writes into
     a temporary folder, kept as `checkpoint_epoch<NNN>`."""
@@ -273,12 +283,9 @@ def train_loop_per_worker(config: dict) -> None:
         with init.as_directory() as d:
             state = torch.load(Path(d) / CHECKPOINT_FILE, map_location=device, weights_only=False)
         unwrap(model).load_state_dict(state["train_model"])
-        if state.get("config", {}).get("optim", {}).get("name") == cfg.optim.name:
-            keep_moments(optimizer, state["optimizer"])
         if swa is not None and state.get("swa"):
             swa.averaged.load_state_dict(state["swa"]["averaged"])
-        start_epoch = state["epoch"] + 1
-        advance_schedule(sched, min(start_epoch, cfg.run.epochs) * steps_per_epoch)
+        start_epoch = continue_from_init(state, optimizer, sched, cfg.optim.name, cfg.run.epochs, steps_per_epoch)
 
     tracker = Tracker(str(run_dir), config["cfg"], name=cfg.run.name, project=cfg.run.wandb_project,
                       enabled=rank == 0, start_epoch=start_epoch)
