@@ -24,6 +24,12 @@ def detection_dir():
 
 
 @pytest.fixture(scope="session")
+def epl_dir():
+    """../shared/data/epl-boards-labelme (198 frames 1280x720, LabelMe board polygons)."""
+    return _shared("epl-boards-labelme")
+
+
+@pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory):
     """A tiny synthetic broadcast set (12 frames, 160x96): images/, masks/, classes.json,
     annotations.json, video.mp4. For tests only, never a stand-in for real results."""

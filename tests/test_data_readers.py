@@ -217,7 +217,7 @@ def test_yolo_line_with_four_numbers_names_file_and_line(tmp_path):
 
 
 def test_build_reader_rejects_unknown_format():
-    assert set(READERS) == {"acme", "coco", "yolo"}
+    assert set(READERS) == {"acme", "coco", "yolo", "labelme"}
     with pytest.raises(ValueError, match="unknown data format 'voc'"):
         build_reader(DataConfig(format="voc"))
 

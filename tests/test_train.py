@@ -39,7 +39,7 @@ def test_a_few_steps_reduce_the_loss(synth_dir, tmp_path):
     seed_everything(0)
     device = torch.device("cpu")
     classes, pre, model, loss_fn, train_set, val_set, failures = build_training(cfg, device)
-    assert len(train_set.store) and len(val_set.store) and not failures
+    assert len(train_set.store) and len(val_set) and not failures
     loader = torch.utils.data.DataLoader(train_set, batch_size=4, shuffle=True)
     opt = build_optimizer(cfg.optim, model.parameters())
     sched = build_scheduler(cfg.sched, opt, len(loader), 6)

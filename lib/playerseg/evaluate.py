@@ -22,6 +22,7 @@ redoes it). Bad samples are skipped and listed in the report.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import heapq
 import logging
 import math
@@ -47,6 +48,9 @@ SPLITS = ("train", "val", "all")
 class EvaluateConfig:
     checkpoint: str = ""  # path (or fsspec URI) that Segmenter.load reads
     data: DataConfig = field(default_factory=DataConfig)  # `classes` is taken from the checkpoint
+    # a training config YAML whose `data` section (its sources and splits) replaces `data`: evaluate
+    # on exactly the validation split the model was trained beside
+    data_from: str = ""
     split: str = "val"  # train | val | all
     out: str = "runs/evaluate"
     tta: bool = False  # test-time augmentation in Segmenter.predict
@@ -60,6 +64,7 @@ class EvaluateConfig:
     reference_height: int = 1080
     min_instance_area: int = 16  # px; smaller predicted components are not instances
     tile_width: int = 480  # px per gallery tile
+    target_height: int = -1  # model input height; -1 = the model's own policy (model.json), 0 = its scale
     overwrite: bool = False
 
 
@@ -146,16 +151,60 @@ def _fmt(v) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
 
 
+PARTIAL_METRICS = {  # what each per-source metric means, for the report
+    "iou/": "IoU of the class where the source labels it per pixel",
+    "recall/": "share of labelled boxes matched by a predicted instance (box IoU >= 0.5)",
+    "precision/": "share of predicted instances that match a labelled box (box IoU >= 0.5)",
+    "count_ratio/": "predicted instances per labelled box",
+    "box_AP50": "COCO box AP at IoU 0.5 of the predicted instances (scored by mean probability)",
+    "box_AP": "COCO box AP, IoU .50:.95",
+    "player_over_board": "share of the board area hidden by someone in front of it that is predicted player",
+}
+
+
 def render_report(results: dict, classes: TaskClasses, cfg: EvaluateConfig, gallery: str | None) -> str:
+    """report.md: one section per source (a single source: the sections at top level)."""
+    head = [f"# Evaluation of `{cfg.checkpoint or '(predictions)'}`", ""]
+    if "sources" not in results:
+        return "\n".join(head + _full_section(results, classes, cfg, cfg.data, gallery, "##")) + "\n"
+    head += [f"Split `{cfg.split}` of {len(results['sources'])} sources, each scored only on what it labels "
+             f"(a class it does not label gets no number). Test-time augmentation: {'on' if cfg.tta else 'off'}.", ""]
+    for src in cfg.data.source_list():
+        res = results["sources"][src.name]
+        head += [f"## Source `{src.name}`", ""]
+        if "semantic" in res:
+            head += _full_section(res, classes, cfg, src, res.get("gallery"), "###")
+        else:
+            head += _partial_section(res, src, cfg)
+    return "\n".join(head) + "\n"
+
+
+def _partial_section(res: dict, src, cfg: EvaluateConfig) -> list[str]:
+    labels = ", ".join(f"`{n}` by {k}" for n, k in res["labels"].items() if n != "background") or "nothing"
+    lines = [f"Split `{cfg.split}` of `{src.root}` (format `{src.format}`): {res['num_images']} frames, "
+             f"{len(res['failures'])} skipped. It labels {labels}.", "", "| metric | value | meaning |",
+             "| --- | ---: | --- |"]
+    for key, value in res["metrics"].items():
+        if key == "images":
+            continue
+        meaning = next((m for prefix, m in PARTIAL_METRICS.items() if key.startswith(prefix)), "")
+        lines.append(f"| {key} | {_fmt(value)} | {meaning} |")
+    if res.get("gallery"):
+        lines += ["", f"![lowest-scoring frames]({res['gallery']})", "",
+                  f"Lowest `{res['rank_by']}` first. Columns: image with the labelled boxes (white) | "
+                  "prediction | what the source labels (unlabelled pixels shown bare).", ""]
+    lines += ["", "Skipped inputs:", ""] + ([f"- {f['what']}: {f['error']}" for f in res["failures"]] or ["None."])
+    return lines + [""]
+
+
+def _full_section(results: dict, classes: TaskClasses, cfg: EvaluateConfig, src, gallery, h: str) -> list[str]:
     sem, mean = results["semantic"], results["semantic_image_mean"]
     lines = [
-        f"# Evaluation of `{cfg.checkpoint or '(predictions)'}`",
-        "",
-        f"Split `{cfg.split}` of `{cfg.data.root}` (format `{cfg.data.format}`): {results['num_images']} frames "
+        f"Split `{cfg.split}` of `{src.root}` (format `{src.format}`): {results['num_images']} frames "
         f"evaluated ({results['num_semantic']} with semantic labels), {len(results['failures'])} skipped. "
         f"Test-time augmentation: {'on' if cfg.tta else 'off'}.",
         "",
-        "## Semantic segmentation",
+        f"{h} Semantic segmentation",
         "",
         "Dataset-level values come from the confusion matrix summed over all frames; *per-frame mean* "
         "averages frames where the class appears in truth or prediction. Boundary F: tolerance "
@@ -175,7 +224,7 @@ def render_report(results: dict, classes: TaskClasses, cfg: EvaluateConfig, gall
         f"of a true board): {_fmt(sem['players_over_led_iou'])} (per-frame mean "
         f"{_fmt(mean['players_over_led_iou'])})",
         "",
-        "## Instances",
+        f"{h} Instances",
         "",
         f"Predicted instances are the connected components (8-connected, at least {cfg.min_instance_area} px) "
         "of each predicted class; COCO AP at IoU .50:.95, all areas.",
@@ -187,7 +236,7 @@ def render_report(results: dict, classes: TaskClasses, cfg: EvaluateConfig, gall
         per = " | ".join(_fmt(ap.get(f"AP/{n}")) for n in classes.names[1:])
         lines.append(f"| {'mask' if kind == 'segm' else 'box'} | {_fmt(ap['AP'])} | {_fmt(ap['AP50'])} | "
                      f"{_fmt(ap['AP75'])} | {per} |")
-    lines += ["", f"## Worst frames (lowest `{cfg.rank_by}`)", ""]
+    lines += ["", f"{h} Worst frames (lowest `{cfg.rank_by}`)", ""]
     if results["worst"]:
         if gallery:
             lines += [f"![worst frames]({gallery})", "",
@@ -202,9 +251,9 @@ def render_report(results: dict, classes: TaskClasses, cfg: EvaluateConfig, gall
                          f"{_fmt(m.get('boundary_f/player'))} |")
     else:
         lines.append("No frame could be ranked.")
-    lines += ["", "## Skipped inputs", ""]
+    lines += ["", f"{h} Skipped inputs", ""]
     lines += [f"- {f['what']}: {f['error']}" for f in results["failures"]] or ["None."]
-    return "\n".join(lines) + "\n"
+    return lines + [""]
 
 
 def _json_safe(obj):
@@ -217,19 +266,26 @@ def _json_safe(obj):
     return obj
 
 
-def write_outputs(results: dict, ev: Evaluation, cfg: EvaluateConfig, out: str, config: dict | None = None) -> None:
-    """report.md, worst_frames.png, detections.json, then metrics.json (the done marker) with
-    `config` (default: `cfg` as it is) recorded."""
+def write_outputs(results: dict, ev: Evaluation, cfg: EvaluateConfig, out: str, config: dict | None = None,
+                  parts: list[tuple[str, dict, Evaluation, list]] | None = None) -> None:
+    """report.md, the galleries, detections.json, then metrics.json (the done marker) with `config`
+    (default: `cfg` as it is) recorded. `parts`: (source name, its results, its Evaluation, its
+    partial-label panels) of a several-source run, `results` then holds them under `sources`."""
     from playerseg.io import write_bytes_atomic, write_json_atomic
     from playerseg.metrics.instance import write_coco_results
     from playerseg.viz import grid, save_png
 
-    worst = ev.worst()
     gallery = None
-    if worst:
-        gallery = "worst_frames.png"
-        save_png(join(out, gallery), grid([pic for *_, pic in worst]))
-    write_coco_results(join(out, "detections.json"), ev.detections)
+    detections = []
+    for name, res, part_ev, panels in parts or [("", results, ev, [])]:
+        pictures = [pic for *_, pic in part_ev.worst()] or [pic for _, pic in sorted(panels, key=lambda t: t[0])]
+        detections += part_ev.detections
+        if pictures:
+            path = f"worst_frames_{name}.png" if name else "worst_frames.png"
+            save_png(join(out, path), grid(pictures))
+            res["gallery"] = path
+    gallery = results.pop("gallery", None)
+    write_coco_results(join(out, "detections.json"), detections)
     write_bytes_atomic(join(out, "report.md"), render_report(results, ev.classes, cfg, gallery).encode())
     write_json_atomic(join(out, "metrics.json"), _json_safe({**results, "config": config or config_lib.to_dict(cfg)}))
 
@@ -250,10 +306,7 @@ def _batches(samples: Iterable[Sample], size: int) -> Iterator[list[Sample]]:
 
 
 def evaluate(cfg: EvaluateConfig) -> dict:
-    """Run the checkpoint over the split and write the outputs; the results dict."""
-    from tqdm import tqdm
-
-    from playerseg.data.registry import build_reader, iter_samples
+    """Run the checkpoint over the split of each source and write the outputs; the results dict."""
     from playerseg.io import exists, read_json
 
     if not cfg.checkpoint:
@@ -262,6 +315,8 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         raise SystemExit(f"unknown split {cfg.split!r}; use one of {SPLITS}")
     if cfg.batch_size < 1:
         raise SystemExit(f"batch_size must be at least 1, got {cfg.batch_size}")
+    if cfg.data_from:
+        cfg.data = data_section(cfg.data_from)
     requested = _json_safe(config_lib.to_dict(cfg))  # as asked, before classes come from the model
     done = join(cfg.out, "metrics.json")
     if not cfg.overwrite and exists(done):
@@ -272,15 +327,58 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     from playerseg.models.segmenter import Segmenter  # torch: only when there is work
 
     model = Segmenter.load(cfg.checkpoint, device=cfg.device or None)
+    if cfg.target_height >= 0 and hasattr(model, "preprocess"):
+        model.preprocess = dataclasses.replace(model.preprocess, target_height=cfg.target_height)
     classes = model.classes
     cfg.data.classes = list(classes.names)  # the reader maps sources onto the model's label space
-    reader = build_reader(cfg.data, None if cfg.split == "all" else cfg.split)
+    parts = [(src.name if cfg.data.sources else "", *_evaluate_source(model, src, cfg, classes))
+             for src in cfg.data.source_list()]
+    if cfg.data.sources:
+        results = {"classes": list(classes.names), "num_images": sum(r["num_images"] for _, r, _, _ in parts),
+                   "sources": {name: r for name, r, _, _ in parts}}
+    else:
+        results = parts[0][1]
+    write_outputs(results, parts[0][2], cfg, cfg.out, requested, parts if cfg.data.sources else None)
+    for name, res, _, _ in parts:
+        shown = res.get("semantic") or res.get("metrics") or {}
+        log.info("%s: %s", name or cfg.data.root, {k: round(v, 4) for k, v in shown.items() if isinstance(v, float)})
+    log.info("report: %s", join(cfg.out, "report.md"))
+    return _json_safe({**results, "config": requested})
+
+
+def data_section(path: str) -> DataConfig:
+    """The `data` section of a training config file, as a DataConfig."""
+    import yaml
+
+    try:
+        tree = yaml.safe_load(open(path).read()) or {}
+    except FileNotFoundError:
+        raise config_lib.ConfigError(f"{path}: config file not found (data_from)") from None
+    if not isinstance(tree, dict) or not isinstance(tree.get("data"), dict):
+        raise config_lib.ConfigError(f"{path}: has no `data` section (data_from)")
+    return config_lib.from_dict(DataConfig, tree["data"], f"{path}:data")
+
+
+def _evaluate_source(model, src: DataConfig, cfg: EvaluateConfig, classes: TaskClasses):
+    """(results, Evaluation, partial-label panels) of one source. Frames whose every class is
+    labelled per pixel go through `Evaluation` (the full report); every frame goes through a
+    `SourceMeter` (only what the source labels)."""
+    from tqdm import tqdm
+
+    from playerseg.data.registry import build_reader, iter_samples
+    from playerseg.data.sample import PIXEL
+    from playerseg.metrics.sources import SourceMeter
+
+    reader = build_reader(src, None if cfg.split == "all" else cfg.split)
     if cfg.max_samples:
         reader = Subset(reader, reader.keys()[: cfg.max_samples], cfg.split)
     log.info("evaluating %s on %s (tta=%s)", cfg.checkpoint, reader, cfg.tta)
     failures = Failures()
     ev = Evaluation(classes, cfg)
-    with tqdm(total=len(reader), desc="evaluate", unit="frame") as bar:
+    meter = SourceMeter(src.name, classes, cfg.led_radius, cfg.boundary_tol, cfg.reference_height)
+    panels: list[tuple[float, np.ndarray]] = []
+    rank_by = ""
+    with tqdm(total=len(reader), desc=f"evaluate {src.name}".strip(), unit="frame") as bar:
         for batch in _batches(iter_samples(reader, failures), cfg.batch_size):
             images = np.stack([s.image for s in batch])
             if hasattr(model, "predict_proba"):  # probabilities score the instances for AP
@@ -289,18 +387,54 @@ def evaluate(cfg: EvaluateConfig) -> dict:
             else:
                 probas, preds = [None] * len(batch), model.predict(images, tta=cfg.tta)
             for s, p, pr in zip(batch, preds, probas):
+                full = s.semantic is not None and all(s.label_kind(n) == PIXEL for n in classes.names)
                 try:
-                    ev.add(s, p, pr)
+                    if full:
+                        ev.add(s, p, pr)
+                    row = meter.update(s, p, pr)
                 except ValueError as e:  # a label map that does not fit the model's classes
                     failures.add(s.id, e)
+                    continue
+                if not full and cfg.worst > 0:
+                    rank_by = rank_by or next(iter(row), "")
+                    _keep_panel(panels, s, p, row.get(rank_by, math.nan), classes, cfg)
             bar.update(len(batch))
         bar.update(len(reader) - bar.n)  # skipped frames
-    results = ev.results(failures)
-    write_outputs(results, ev, cfg, cfg.out, requested)
-    log.info("semantic: %s", {k: round(v, 4) for k, v in results["semantic"].items()})
-    log.info("instance: %s", results["instance"])
-    log.info("report: %s; %s", join(cfg.out, "report.md"), failures.summary())
-    return _json_safe({**results, "config": requested})
+    if ev.num_images:
+        res = ev.results(failures)
+        res["source_metrics"] = meter.compute()
+    else:
+        res = {"classes": list(classes.names), "num_images": meter.num_images, "labels": dict(meter.kinds),
+               "metrics": meter.compute(), "rank_by": rank_by,
+               "failures": [{"what": w, "error": e} for w, e in failures.items]}
+    return res, ev, panels
+
+
+def _keep_panel(panels: list, sample: Sample, pred: np.ndarray, value: float, classes: TaskClasses,
+                cfg: EvaluateConfig) -> None:
+    """Keep the `cfg.worst` lowest-`value` frames of a partially labelled source as pictures:
+    image with its labelled boxes | prediction | what the source labels per pixel."""
+    import cv2
+
+    from playerseg.viz import label, overlay, resize_width
+
+    if math.isnan(value) or (len(panels) >= cfg.worst and value >= max(v for v, _ in panels)):
+        return
+    image = sample.image.copy()
+    for inst in sample.instances:
+        if sample.label_kind(classes.names[inst.class_id]) != "pixel":
+            x0, y0, x1, y1 = (int(round(v)) for v in inst.box)
+            cv2.rectangle(image, (x0, y0), (x1, y1), (255, 255, 255), max(1, image.shape[0] // 540))
+    truth = np.zeros_like(pred) if sample.semantic is None else sample.semantic
+    tiles = [resize_width(image, cfg.tile_width)]
+    size = (tiles[0].shape[1], tiles[0].shape[0])
+    for m in (pred, truth):
+        tiles.append(overlay(tiles[0], cv2.resize(np.asarray(m, np.uint8), size, interpolation=cv2.INTER_NEAREST),
+                             classes))
+    tiles[0] = label(tiles[0], f"{sample.id}  {value:.3f}")
+    panels.append((value, np.concatenate(tiles, axis=1)))
+    panels.sort(key=lambda t: t[0])
+    del panels[cfg.worst:]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -312,10 +446,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tta", action="store_true", default=None, help="test-time augmentation on")
     parser.add_argument("--worst", type=int, metavar="N", help="frames in the worst-frame gallery")
     parser.add_argument("--batch-size", type=int, help="frames per model call")
+    parser.add_argument("--data-from", metavar="TRAIN_YAML",
+                        help="evaluate on the data sources and splits of this training config")
+    parser.add_argument("--target-height", type=int, help="model input height (default: the model's own policy)")
 
 
 _FLAGS = {"checkpoint": "checkpoint", "data_root": "data.root", "split": "split", "out": "out", "tta": "tta",
-          "worst": "worst", "batch_size": "batch_size"}
+          "worst": "worst", "batch_size": "batch_size", "target_height": "target_height",
+          "data_from": "data_from"}
 
 
 def config_from_args(args: argparse.Namespace) -> EvaluateConfig:

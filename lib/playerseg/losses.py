@@ -24,6 +24,14 @@ from playerseg.classes import IGNORE_INDEX
 @dataclass
 class LossConfig:
     terms: dict[str, float] = field(default_factory=lambda: {"ce": 1.0, "dice": 1.0})  # name -> weight
+    # partial labels (`playerseg.data.targets`): weight of -log(sum of p over a pixel's class set),
+    # and of the box terms for classes labelled only by boxes (BoxInst-style projection: the mask's
+    # column and row maxima inside a box fill the box; pairwise: neighbouring pixels of similar colour
+    # inside a box take the same label)
+    partial: float = 1.0
+    box_projection: float = 1.0
+    box_pairwise: float = 0.0
+    pairwise_threshold: float = 0.3  # colour similarity exp(-||LAB difference|| / 8) above which pairs count
     class_weights: list[float] = field(default_factory=list)  # one per class; [] = equal
     focal_gamma: float = 2.0
     tversky_alpha: float = 0.3  # weight of false positives
@@ -97,3 +105,114 @@ def build_loss(cfg: LossConfig, num_classes: int) -> CombinedLoss:
     if unknown:
         raise ValueError(f"unknown loss(es) {unknown}; losses are {sorted(LOSSES)}")
     return CombinedLoss({name: (float(w), LOSSES[name](cfg, num_classes)) for name, w in cfg.terms.items()})
+
+
+def exact_target(allowed: torch.Tensor) -> torch.Tensor:
+    """N x H x W class ids where a pixel's class set has exactly one bit, else IGNORE_INDEX."""
+    a = allowed.long()
+    single = (a > 0) & ((a & (a - 1)) == 0)
+    ids = torch.zeros_like(a)
+    for c in range(1, 8):
+        ids = torch.where(a == (1 << c), c, ids)
+    return torch.where(single, ids, torch.full_like(a, IGNORE_INDEX))
+
+
+def set_nll(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """Mean -log(sum_{c in set} p_c) over the pixels whose class set is partial (2+ bits, not all)."""
+    k = logits.shape[1]
+    a = allowed.long()
+    everything = (1 << k) - 1
+    partial = (a != 0) & (a != everything) & ((a & (a - 1)) != 0)
+    if not bool(partial.any()):
+        return logits.new_zeros(())
+    bits = torch.stack([(a >> c) & 1 for c in range(k)], 1).bool()  # N x C x H x W
+    logp = logits.log_softmax(1).masked_fill(~bits, -1e4)
+    return -(torch.logsumexp(logp, 1)[partial]).mean()
+
+
+def box_projection(proba: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
+    """BoxInst projection loss: for each box (class, x0, y0, x1, y1 in pixels of `proba`), the column
+    maxima and the row maxima of that class's probability inside the box should be 1 (Dice)."""
+    terms = []
+    h, w = proba.shape[-2:]
+    for i, b in enumerate(boxes):
+        for c, x0, y0, x1, y1 in b.tolist():
+            x0, y0 = max(0, int(x0)), max(0, int(y0))
+            x1, y1 = min(w, int(round(x1))), min(h, int(round(y1)))
+            if x1 - x0 < 2 or y1 - y0 < 2:
+                continue
+            region = proba[i, int(c), y0:y1, x0:x1]
+            for proj in (region.amax(0), region.amax(1)):
+                terms.append(1 - 2 * proj.sum() / (proj.pow(2).sum() + proj.numel()))
+    return torch.stack(terms).mean() if terms else proba.new_zeros(())
+
+
+def _lab(image: torch.Tensor) -> torch.Tensor:
+    """N x 3 x H x W uint8 RGB -> float CIE Lab (OpenCV's 8-bit scale), for colour similarity."""
+    import cv2
+    import numpy as np
+
+    arr = image.permute(0, 2, 3, 1).cpu().numpy()
+    lab = np.stack([cv2.cvtColor(np.ascontiguousarray(a), cv2.COLOR_RGB2LAB) for a in arr]).astype(np.float32)
+    return torch.from_numpy(lab).permute(0, 3, 1, 2).to(image.device)
+
+
+def box_pairwise(proba: torch.Tensor, boxes: list[torch.Tensor], image: torch.Tensor, threshold: float) -> torch.Tensor:
+    """BoxInst pairwise term: right and down neighbours inside a box whose colours are similar
+    (exp(-||Lab difference|| / 8) >= threshold) should agree: -log(p_i p_j + (1 - p_i)(1 - p_j))."""
+    if not any(len(b) for b in boxes):
+        return proba.new_zeros(())
+    lab = _lab(image)
+    total, count = proba.new_zeros(()), 0
+    for i, b in enumerate(boxes):
+        if not len(b):
+            continue
+        inside = torch.zeros(proba.shape[-2:], dtype=torch.bool, device=proba.device)
+        for c, x0, y0, x1, y1 in b.tolist():
+            inside[max(0, int(y0)):int(round(y1)), max(0, int(x0)):int(round(x1))] = True
+        for c in sorted({int(v) for v in b[:, 0].tolist()}):
+            p = proba[i, c]
+            for dy, dx in ((0, 1), (1, 0)):
+                pa, pb = p[: p.shape[0] - dy, : p.shape[1] - dx], p[dy:, dx:]
+                la, lb = lab[i, :, : p.shape[0] - dy, : p.shape[1] - dx], lab[i, :, dy:, dx:]
+                sim = torch.exp(-(la - lb).norm(dim=0) / 8.0)
+                m = (sim >= threshold) & inside[: p.shape[0] - dy, : p.shape[1] - dx] & inside[dy:, dx:]
+                if bool(m.any()):
+                    agree = (pa * pb + (1 - pa) * (1 - pb)).clamp_min(1e-6)
+                    total = total - agree.log()[m].sum()
+                    count += int(m.sum())
+    return total / max(1, count)
+
+
+class PartialLabelLoss(nn.Module):
+    """The training loss over class sets (`playerseg.data.targets`): the named `terms` on pixels with
+    one known class, `partial` x set NLL on pixels with a class set, box terms on box-only classes.
+    Returns (total, {name: value})."""
+
+    def __init__(self, cfg: LossConfig, num_classes: int):
+        super().__init__()
+        self.cfg = cfg
+        self.exact = build_loss(cfg, num_classes)
+
+    def forward(self, logits: torch.Tensor, allowed: torch.Tensor, boxes: list[torch.Tensor] | None = None,
+                image: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        logits = logits.float()
+        target = exact_target(allowed)
+        if bool((target != IGNORE_INDEX).any()):
+            total, parts = self.exact(logits, target)
+        else:
+            total, parts = logits.sum() * 0.0, {}
+        extra = {}
+        if self.cfg.partial:
+            extra["partial"] = (self.cfg.partial, set_nll(logits, allowed))
+        if boxes is not None and (self.cfg.box_projection or self.cfg.box_pairwise):
+            proba = logits.softmax(1)
+            if self.cfg.box_projection:
+                extra["box_projection"] = (self.cfg.box_projection, box_projection(proba, boxes))
+            if self.cfg.box_pairwise and image is not None:
+                extra["box_pairwise"] = (self.cfg.box_pairwise,
+                                         box_pairwise(proba, boxes, image, self.cfg.pairwise_threshold))
+        for name, (weight, value) in extra.items():
+            total = total + weight * value
+            parts[name] = float(value.detach())
+        return total, parts

@@ -20,7 +20,7 @@ import numpy as np
 from playerseg.classes import IGNORE_INDEX, TaskClasses
 from playerseg.data.errors import DataError
 from playerseg.data.reader import ClassMapping, Reader, join, list_dir, read_bytes, read_image, trailing_number
-from playerseg.data.sample import Instance, Sample
+from playerseg.data.sample import PIXEL, Instance, Sample
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 UNKNOWN = 255  # source-index value for colours outside the palette
@@ -143,6 +143,7 @@ class AcmeReader(Reader):
             group=self.group(key),
             frame_index=self.frame_index(key),
             meta={"mask_path": self.mask_path(key), "format": "acme"},
+            labels={name: PIXEL for name in self.classes.names},  # every pixel carries a palette colour
         )
 
     def _instances(self, src: np.ndarray) -> list[Instance]:

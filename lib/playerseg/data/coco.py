@@ -21,7 +21,7 @@ from pycocotools import mask as mask_utils
 from playerseg.classes import IGNORE_INDEX, TaskClasses
 from playerseg.data.errors import DataError
 from playerseg.data.reader import ClassMapping, Reader, join, mask_box, read_bytes, read_image, trailing_number
-from playerseg.data.sample import Instance, Sample
+from playerseg.data.sample import PIXEL, Instance, Sample
 from playerseg.io import exists
 from playerseg.metrics import rle as rle_utils
 
@@ -173,4 +173,5 @@ class CocoReader(Reader):
                 instances.append(Instance(class_id=target, box=mask_box(mask), mask=mask, label=label))
         return Sample(id=key, image=image, semantic=semantic, instances=instances, path=path,
                       group=self.group(key), frame_index=self.frame_index(key),
-                      meta={"format": "coco", "image_id": img["id"], "annotations": self.annotations})
+                      meta={"format": "coco", "image_id": img["id"], "annotations": self.annotations},
+                      labels=self.mapping.labels(self.categories.values(), PIXEL))

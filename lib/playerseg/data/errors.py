@@ -19,6 +19,9 @@ class DataError(ValueError):
         where = f"{self.path}:{line}" if line is not None else self.path
         super().__init__(f"{where}: {problem}")
 
+    def __reduce__(self):  # crosses process boundaries (Ray tasks, DataLoader workers) intact
+        return (type(self), (self.path, self.problem, self.line))
+
 
 @dataclass
 class Failures:

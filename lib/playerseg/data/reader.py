@@ -30,7 +30,7 @@ import yaml
 
 from playerseg.classes import IGNORE_INDEX, TaskClasses
 from playerseg.data.errors import DataError
-from playerseg.data.sample import Sample
+from playerseg.data.sample import PIXEL, Sample
 from playerseg.io import filesystem, is_local
 
 log = logging.getLogger(__name__)
@@ -153,6 +153,16 @@ class ClassMapping:
 
     def is_mapped(self, source: str) -> bool:
         return normalise_name(source) in self.table
+
+    def labels(self, sources, kind: str) -> dict[str, str]:
+        """`Sample.labels` of a source whose classes `sources` mark objects by `kind` (PIXEL or BOX):
+        each task class that one of them maps to, plus `background` where the kind is PIXEL (a label
+        map's background then means "none of these classes")."""
+        ids = {self.target(name) for name in sources} - {None, IGNORE_INDEX, 0}
+        out = {self.classes.names[i]: kind for i in sorted(ids)}
+        if kind == PIXEL:
+            out["background"] = PIXEL
+        return out
 
 
 def read_bytes(path: str) -> bytes:

@@ -5,6 +5,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# How a source labels one task class (`Sample.labels`): every pixel of it is marked (`pixel`: where
+# the label map says another class, the pixel is not this one), only a box around each object
+# (`box`: outside every box the pixel is not this class, inside it may be), or not at all (`none`:
+# a pixel may be this class anywhere the label map does not say a pixel-labelled class).
+PIXEL, BOX, NONE = "pixel", "box", "none"
+LABEL_KINDS = (PIXEL, BOX, NONE)
+
 
 @dataclass
 class Instance:
@@ -22,7 +29,10 @@ class Sample:
     """An RGB frame with what a source knows about it.
 
     `semantic` holds task class ids (`TaskClasses`), IGNORE_INDEX where unlabelled; it is None for
-    box-only sources. `frame_index` orders frames of one video (`group`) for leak-free splits.
+    box-only sources. `labels` says, per task class name, how the source labels it (PIXEL, BOX or
+    NONE; a class not listed counts as NONE), so that training and evaluation never take
+    "unlabelled" for "background": in a label map, `background` then means "none of the classes
+    labelled per pixel". `frame_index` orders frames of one video (`group`) for leak-free splits.
     """
 
     id: str
@@ -33,6 +43,10 @@ class Sample:
     group: str = ""  # video / match the frame comes from
     frame_index: int | None = None
     meta: dict = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)  # task class name -> PIXEL | BOX | NONE
+
+    def label_kind(self, name: str) -> str:
+        return self.labels.get(name, NONE)
 
     @property
     def height(self) -> int:

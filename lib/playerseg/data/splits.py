@@ -25,11 +25,20 @@ def _rank(block: tuple[str, str], seed: int) -> str:
     return hashlib.sha256(f"{seed}\0{block[0]}\0{block[1]}".encode()).hexdigest()
 
 
-def split_keys(reader: Reader, val_fraction: float = 0.2, split_block: int = 10, seed: int = 0) -> dict[str, list[str]]:
+def split_keys(reader: Reader, val_fraction: float = 0.2, split_block: int = 10, seed: int = 0,
+               val_groups=()) -> dict[str, list[str]]:
     """{"train": keys, "val": keys}: disjoint, together all keys, whole blocks on each side.
 
-    With at least two blocks and 0 < val_fraction < 1, each side gets at least one block.
+    With at least two blocks and 0 < val_fraction < 1, each side gets at least one block. With
+    `val_groups`, val is every key whose group starts with one of them (whole matches held out).
     """
+    if val_groups:
+        prefixes = tuple(str(g) for g in val_groups)
+        val = [k for k in reader.keys() if reader.group(k).startswith(prefixes)]
+        if not val:
+            raise ValueError(f"no group of {reader!r} starts with any of val_groups {list(prefixes)}")
+        chosen = set(val)
+        return {"train": [k for k in reader.keys() if k not in chosen], "val": val}
     if not 0.0 <= val_fraction <= 1.0:
         raise ValueError(f"val_fraction must be in [0, 1], got {val_fraction}")
     if split_block < 1:

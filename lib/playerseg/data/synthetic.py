@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from playerseg.classes import IGNORE_INDEX, TaskClasses
 from playerseg.data.reader import ClassMapping, mask_box
-from playerseg.data.sample import Instance, Sample
+from playerseg.data.sample import PIXEL, Instance, Sample
 from playerseg.io import atomic_path, write_bytes_atomic, write_json_atomic
 from playerseg.metrics import rle as rle_utils
 
@@ -208,7 +208,8 @@ def render_frame(seed: int, index: int, size=(640, 360), classes: TaskClasses = 
         if t not in (None, 0, IGNORE_INDEX) and mask.sum() >= min_instance_pixels:
             instances.append(Instance(class_id=t, box=mask_box(mask), mask=mask, label=name))
     return Sample(id=f"frame_{index:05d}", image=image, semantic=lut[src], instances=instances,
-                  path="", group=f"synthetic-{seed}", frame_index=index, meta={"format": "synthetic"})
+                  path="", group=f"synthetic-{seed}", frame_index=index, meta={"format": "synthetic"},
+                  labels={name: PIXEL for name in classes.names})
 
 
 def generate(out_dir: str, num_frames: int, size=(640, 360), fps: float = 25.0, seed: int = 0,

@@ -21,7 +21,7 @@ import yaml
 from playerseg.classes import IGNORE_INDEX, TaskClasses
 from playerseg.data.errors import DataError
 from playerseg.data.reader import ClassMapping, Reader, join, list_dir, read_bytes, read_image
-from playerseg.data.sample import Instance, Sample
+from playerseg.data.sample import BOX, Instance, Sample
 from playerseg.io import exists, filesystem
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -106,7 +106,8 @@ class YoloReader(Reader):
         instances = self.read_boxes(label_path, w, h) if exists(label_path) else []
         return Sample(id=key, image=image, semantic=None, instances=instances, path=path,
                       group=self.group(key), frame_index=self.frame_index(key),
-                      meta={"format": "yolo", "label_path": label_path})
+                      meta={"format": "yolo", "label_path": label_path},
+                      labels=self.mapping.labels(self.names, BOX))
 
     def read_boxes(self, label_path: str, width: int, height: int) -> list[Instance]:
         """Instances of a label file; DataError naming the file and line for a malformed line."""

@@ -79,6 +79,7 @@ class InferConfig:
     every: int = 1  # keep every Nth frame
     fps: float | None = None  # keep at most this many frames per second
     tta: bool = False  # test-time augmentation (flip + scales) inside the model
+    target_height: int = -1  # model input height; -1 = the model's own policy (model.json), 0 = its scale
     image_id: str = "{video_id}/{frame_index}"  # COCO results image_id template
     device: str = ""  # "" = cuda when the actor has a GPU, else cpu
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
@@ -87,10 +88,10 @@ class InferConfig:
 
 
 # ---- stages -------------------------------------------------------------------------------
-def decode_unit(row: dict, scale: float, threads: int = 1) -> Iterator[dict]:
-    """A unit's frames resized by `scale` (the model's `Preprocess.resize`, torch-free); a failure
-    yields one error row naming the problem."""
-    unit, pre = Unit.from_json(row["unit"]), Preprocess(scale=scale)
+def decode_unit(row: dict, preprocess: dict, threads: int = 1) -> Iterator[dict]:
+    """A unit's frames resized by the model's `Preprocess` (its resolution policy, torch-free); a
+    failure yields one error row naming the problem."""
+    unit, pre = Unit.from_json(row["unit"]), Preprocess.from_dict(preprocess)
     base = {"unit": unit.key, "video_id": unit.group, "frame_index": -1, "pts_seconds": 0.0,
             "width": 0, "height": 0, "error": ""}
     try:
@@ -219,7 +220,7 @@ def load_segmenter(model: str, device: str | None = None, model_resolution: bool
     else:
         seg = Segmenter.load(model, device=device)
     if model_resolution:
-        seg.preprocess = dataclasses.replace(seg.preprocess, scale=1.0)
+        seg.preprocess = seg.preprocess.at_model_resolution()
     return seg
 
 
@@ -256,17 +257,17 @@ def _torchscript_segmenter(path: str, device: str | None):
         module = torch.jit.load(io.BytesIO(f.read()), map_location="cpu")
     with fsspec.open(posixpath.join(posixpath.dirname(path), META_FILE), "r") as f:
         meta = json.load(f)
-    pre = meta["preprocess"]
-    preprocess = Preprocess(scale=pre["scale"], pad_multiple=pre["pad_multiple"], mean=tuple(pre["mean"]),
-                            std=tuple(pre["std"]))
+    preprocess = Preprocess.from_dict(meta["preprocess"])
     return Segmenter(module, TaskClasses(tuple(meta["classes"])), preprocess,
                      tta_scales=meta.get("tta_scales", (0.75, 1.0, 1.25)), device=device, meta=meta)
 
 
-def model_info(model: str) -> tuple[TaskClasses, float]:
-    """(classes, preprocess scale) of a model, read on the driver (CPU)."""
+def model_info(model: str, target_height: int = -1) -> tuple[TaskClasses, dict]:
+    """(classes, preprocessing as a dict) of a model, read on the driver (CPU); `target_height` >= 0
+    replaces the model's resolution policy (0: its `scale` factor)."""
     seg = load_segmenter(model, "cpu")
-    return seg.classes, float(seg.preprocess.scale)
+    pre = seg.preprocess if target_height < 0 else dataclasses.replace(seg.preprocess, target_height=target_height)
+    return seg.classes, dataclasses.asdict(pre)
 
 
 # ---- the job ----------------------------------------------------------------------------------
@@ -307,7 +308,7 @@ def post_in_actor(r: ResourcesConfig, cluster: dict) -> bool:
     return not (r.gpus_per_actor > 0 or (r.gpus_per_actor < 0 and cluster.get("GPU", 0)))
 
 
-def build_dataset(units: list[Unit], cfg: InferConfig, classes: TaskClasses, scale: float, cluster: dict):
+def build_dataset(units: list[Unit], cfg: InferConfig, classes: TaskClasses, preprocess: dict, cluster: dict):
     """The streaming dataset of output rows (one per frame) for `units`."""
     import ray
 
@@ -318,7 +319,7 @@ def build_dataset(units: list[Unit], cfg: InferConfig, classes: TaskClasses, sca
     res = actor_resources(r, cluster, 0.0 if in_actor else cfg.sam.cpus if sam else r.postprocess_cpus)
     env = {"runtime_env": {"env_vars": dict(r.worker_env)}} if r.worker_env else {}
     ds = ray.data.from_items([{"unit": u.to_json()} for u in units], override_num_blocks=max(1, len(units)))
-    ds = ds.flat_map(decode_unit, fn_kwargs={"scale": scale, "threads": r.decode_threads}, num_cpus=r.decode_cpus,
+    ds = ds.flat_map(decode_unit, fn_kwargs={"preprocess": preprocess, "threads": r.decode_threads}, num_cpus=r.decode_cpus,
                      **env)
     ds = ds.map_batches(
         Predictor,
@@ -359,7 +360,7 @@ def run_inference(cfg: InferConfig, overwrite: bool = False) -> dict:
     if not cfg.inputs:
         raise ValueError("no inputs: give videos, folders, frame folders or Parquet files")
     start = time.time()
-    classes, scale = model_info(cfg.model)
+    classes, preprocess = model_info(cfg.model, cfg.target_height)
     check_run(cfg.output, run_signature(cfg), overwrite)
     units, failures = plan_units(cfg.inputs, cfg.segment_seconds, cfg.segment_frames, cfg.every, cfg.fps,
                                  probe_cache=f"{cfg.output}/_probe")
@@ -368,7 +369,7 @@ def run_inference(cfg: InferConfig, overwrite: bool = False) -> dict:
     writer = UnitWriter(cfg.output, {u.key: u for u in todo}, classes.names, failures)
     res = None
     if todo:
-        ds, res = build_dataset(todo, cfg, classes, scale, ray.cluster_resources())
+        ds, res = build_dataset(todo, cfg, classes, preprocess, ray.cluster_resources())
         log.info("model actors: %s", res)
         try:
             for row in ds.iter_rows():

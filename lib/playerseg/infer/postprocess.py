@@ -42,6 +42,10 @@ class PostprocessConfig:
     convex_hull: bool = False
     split_on_led: bool = True  # split players merged across LED-board pixels
     split_led_threshold: float = 0.25
+    # split player blobs wider than this many times their height (players standing side by side in a
+    # wide shot merge into one component; one upright player is ~0.3-0.6 as wide as tall) at the
+    # deepest valleys of the blob's column profile; 0 = off
+    split_wide: float = 0.0
     max_instances: int = 200  # per class and frame, largest first
 
 
@@ -98,6 +102,36 @@ def split_on_separator(mask: np.ndarray, separator: np.ndarray, min_area: int) -
     return [mask & (nearest == i) for i in range(1, len(cores) + 1)]
 
 
+def split_wide(mask: np.ndarray, ratio: float, min_area: int) -> list[np.ndarray]:
+    """Cut a blob (its crop) wider than `ratio` x its height into side-by-side parts at the deepest
+    valleys of its column profile: about one part per half-height of width. Parts under `min_area`
+    stay with their neighbour; a blob with no valley deeper than 70% of its peaks stays whole."""
+    h, w = mask.shape
+    if ratio <= 0 or w <= ratio * h or h < 4:
+        return [mask]
+    profile = np.convolve(mask.sum(0).astype(np.float64), np.ones(3) / 3, mode="same")
+    parts = max(2, int(round(w / (0.5 * h))))
+    gap = max(2, int(0.3 * h))
+    interior = np.arange(gap, w - gap)
+    valleys = [x for x in interior if profile[x] <= profile[max(0, x - gap): x + gap + 1].min()
+               and profile[x] < 0.7 * min(profile[:x].max(), profile[x + 1:].max())]
+    cuts: list[int] = []
+    for x in sorted(valleys, key=lambda x: profile[x]):
+        if len(cuts) < parts - 1 and all(abs(x - c) >= gap for c in cuts):
+            cuts.append(int(x))
+    if not cuts:
+        return [mask]
+    out = []
+    for x0, x1 in zip([0, *sorted(cuts)], [*sorted(cuts), w]):
+        part = np.zeros_like(mask)
+        part[:, x0:x1] = mask[:, x0:x1]
+        if part.sum() >= min_area:
+            out.append(part)
+        elif out:
+            out[-1] |= part
+    return out or [mask]
+
+
 def _tight(crop: np.ndarray, x0: int, y0: int) -> tuple[np.ndarray, int, int]:
     rows, cols = np.flatnonzero(crop.any(1)), np.flatnonzero(crop.any(0))
     return crop[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], x0 + int(cols[0]), y0 + int(rows[0])
@@ -135,9 +169,12 @@ def postprocess(
             x0, y0, x1, y1 = (int(v) for v in comp.box)
             crop = comp.mask[y0:y1, x0:x1]
             if separator is not None and cid != led:
-                found += [(part, x0, y0) for part in split_on_separator(crop, separator[y0:y1, x0:x1], min_area)]
+                parts = split_on_separator(crop, separator[y0:y1, x0:x1], min_area)
             else:
-                found.append((crop, x0, y0))
+                parts = [crop]
+            if cfg.split_wide > 0 and cid == classes.player:
+                parts = [q for part in parts for q in split_wide(part, cfg.split_wide, min_area)]
+            found += [(part, x0, y0) for part in parts]
         found.sort(key=lambda f: -int(f[0].sum()))
         for crop, x0, y0 in found[: cfg.max_instances]:
             crop, x0, y0 = _tight(crop, x0, y0)

@@ -96,9 +96,7 @@ class Segmenter:
         else:
             raise FileNotFoundError(f"{root}: neither {WEIGHTS_FILE} nor {CHECKPOINT_FILE}")
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-        pre = meta["preprocess"]
-        preprocess = Preprocess(scale=pre["scale"], pad_multiple=pre["pad_multiple"],
-                                mean=tuple(pre["mean"]), std=tuple(pre["std"]))
+        preprocess = Preprocess.from_dict(meta["preprocess"])
         return cls(model, TaskClasses(tuple(meta["classes"])), preprocess,
                    tta_scales=meta.get("tta_scales", (0.75, 1.0, 1.25)), device=device, meta=meta)
 

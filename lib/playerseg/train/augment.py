@@ -1,7 +1,9 @@
 """The albumentations pipeline of training crops, built from `AugmentConfig`.
 
 Geometry first (zoom, rotation, distortions, flips), then the random crop of `InputConfig.crop`
-out of the scaled full frame (padded with ignore labels where the frame is smaller), then colour.
+out of the scaled full frame (padded with 0 = "nothing known" class sets where the frame is
+smaller), then colour. The mask is the class-set map of `playerseg.data.targets`; boxes
+(`bboxes`, pascal_voc pixels, with `box_classes`) follow the geometry and are clipped to the crop.
 Strengths: scale s -> zoom in [1-s, 1+s]; rotate -> degrees; rgb_shift -> shift per channel;
 brightness_contrast -> limit; hsv -> hue shift (saturation / value 1.5x that); blur -> max sigma
 (px); elastic -> alpha (px); grid_distortion -> distort limit.
@@ -11,14 +13,15 @@ from __future__ import annotations
 import albumentations as A
 import cv2
 
-from playerseg.classes import IGNORE_INDEX
 from playerseg.train.config import AugmentConfig
+
+NOTHING_KNOWN = 0  # class-set value of padded pixels
 
 
 def build_augment(cfg: AugmentConfig, crop: tuple[int, int]) -> A.Compose:
     h, w = crop
     ops: list = []
-    geo = dict(border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX)
+    geo = dict(border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=NOTHING_KNOWN)
     if cfg.scale.p > 0 and cfg.scale.strength > 0:
         s = cfg.scale.strength
         ops.append(A.Affine(scale=(1 - s, 1 + s), keep_ratio=True, p=cfg.scale.p, **geo))
@@ -27,7 +30,7 @@ def build_augment(cfg: AugmentConfig, crop: tuple[int, int]) -> A.Compose:
     if cfg.elastic.p > 0:
         ops.append(A.ElasticTransform(alpha=cfg.elastic.strength, sigma=max(5.0, cfg.elastic.strength / 3),
                                       p=cfg.elastic.p, border_mode=cv2.BORDER_CONSTANT, fill=0,
-                                      fill_mask=IGNORE_INDEX))
+                                      fill_mask=NOTHING_KNOWN))
     if cfg.grid_distortion.p > 0:
         ops.append(A.GridDistortion(distort_limit=cfg.grid_distortion.strength, p=cfg.grid_distortion.p, **geo))
     ops.append(A.PadIfNeeded(min_height=h, min_width=w, position="random", **geo))
@@ -48,4 +51,7 @@ def build_augment(cfg: AugmentConfig, crop: tuple[int, int]) -> A.Compose:
                                         p=cfg.hsv.p))
     if cfg.blur.p > 0:
         ops.append(A.GaussianBlur(sigma_limit=(0.1, max(0.1, cfg.blur.strength)), p=cfg.blur.p))
-    return A.Compose(ops)
+    # a box cut by the crop keeps its visible part when at least a quarter of it is left
+    boxes = A.BboxParams(format="pascal_voc", label_fields=["box_classes"], min_visibility=0.25,
+                         clip=True, min_area=4.0)
+    return A.Compose(ops, bbox_params=boxes)

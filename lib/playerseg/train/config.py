@@ -39,6 +39,9 @@ class InputConfig:
     """How frames reach the network; stored with every exported model as its preprocessing."""
 
     scale: float = 0.5  # frames are resized by this factor first (0.5: 1920x1080 -> 960x540)
+    # > 0: every frame is resized to this height instead, whatever its source resolution (the
+    # model's resolution policy, stored in model.json; inference and evaluate follow it)
+    target_height: int = 0
     crop: tuple[int, int] = (384, 384)  # training crop (h, w) of the scaled frame
     pad_multiple: int = 32  # validation / inference pads to a multiple of this
 
@@ -49,7 +52,10 @@ class ValConfig:
     boundary_tol: float = 2.0  # boundary F tolerance, px at 1080p
     every: int = 1  # validate every N epochs (and the last)
     overlays: int = 3  # prediction overlays logged per validation
-    metric: str = "iou/player"  # checkpoint score (higher is better)
+    metric: str = "iou/player"  # checkpoint score (higher is better); several sources: `<source>/<metric>`
+    # several sources: the score is the mean of these metrics (e.g. [acme/iou/player, epl/iou/led_board,
+    # detection/recall/player]); empty = `metric`
+    score_keys: list[str] = field(default_factory=list)
     tta: bool = False  # TTA (flip + scales) in validation
     tta_scales: list[float] = field(default_factory=lambda: [0.75, 1.0, 1.25])  # stored with the model
 
@@ -72,6 +78,12 @@ class RunOptions:
     # checkpoint directory whose model weights and epoch counter start this run, trained on with THIS
     # config's optimizer hyperparameters and lr schedule (a PBT exploit; `playerseg.train.loop.init_checkpoint`)
     init_from: str = ""
+    # a model folder (or checkpoint / run folder, `Segmenter.load`) whose weights start the network:
+    # fine-tuning from an earlier model, with this config's optimizer and schedule from epoch 0
+    init_weights: str = ""
+    # stop after the epoch that passes this many minutes of training (0 = none): that epoch is
+    # validated and checkpointed like the last one, so a run with a budget ends in its best model
+    time_budget_minutes: float = 0.0
     seed: int = 0
     loader_workers: int = 0  # DataLoader processes per worker
     cache: bool = True  # keep decoded, scaled frames in memory

@@ -1,90 +1,124 @@
-"""Torch datasets over a reader: random augmented crops for training, whole frames for validation.
+"""Torch datasets over one or several readers: random augmented crops for training (each source
+drawn by its weight), whole frames for validation.
 
-Frames are resized by the preprocessing scale first (`Preprocess.resize`: the full frame keeps its
-aspect ratio; training takes random crops of it, never a squash to a square). Images come out as
-3 x H x W uint8 tensors and labels as H x W int64 (255 = ignore); normalisation happens on the
-device (`Preprocess.normalize`), so the data path stays uint8.
+Frames are resized by the preprocessing policy first (`Preprocess.resize`: the full frame keeps its
+aspect ratio; training takes random crops of it, never a squash to a square), with their label
+maps and boxes. A training item is a 3 x H x W uint8 image, the H x W uint8 class sets of its
+pixels (`playerseg.data.targets`: what the source knows; 0 = nothing) and a MAX_BOXES x 5 float
+tensor of the boxes of box-labelled classes (class, x0, y0, x1, y1; unused rows class -1), so the
+default collate stacks them. Normalisation happens on the device (`Preprocess.normalize`).
 
 A sample that fails to load (DataError naming its file) is skipped and recorded in `failures`;
 the rest of the set is used.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from playerseg.classes import IGNORE_INDEX
+from playerseg.classes import TaskClasses
 from playerseg.data.errors import DataError, Failures
 from playerseg.data.reader import Reader
+from playerseg.data.sample import Sample
+from playerseg.data.targets import known_classes
 from playerseg.models.segmenter import Preprocess
+
+MAX_BOXES = 96  # boxes per crop carried to the loss (a wide shot has ~25 people)
+
+
+def scaled_sample(sample: Sample, preprocess: Preprocess) -> Sample:
+    """The sample at model resolution: image, label map and boxes resized (instance masks dropped)."""
+    image = preprocess.resize(sample.image)
+    fy, fx = image.shape[0] / sample.height, image.shape[1] / sample.width
+    semantic = None if sample.semantic is None else preprocess.resize_labels(sample.semantic)
+    instances = [dataclasses.replace(i, mask=None, box=(i.box[0] * fx, i.box[1] * fy, i.box[2] * fx, i.box[3] * fy))
+                 for i in sample.instances]
+    return dataclasses.replace(sample, image=image, semantic=semantic, instances=instances,
+                               meta=dict(sample.meta, source_size=(sample.height, sample.width)))
 
 
 class FrameStore:
-    """Scaled (image, labels) of a reader's keys, decoded once when `cache` (else on each access)."""
+    """Scaled samples of one or several readers ({source name: reader}), decoded once when `cache`.
 
-    def __init__(self, reader: Reader, preprocess: Preprocess, cache: bool = True,
-                 failures: Failures | None = None, keys: list[str] | None = None):
-        self.reader = reader
+    `keys` lists (source name, key) pairs; `get(entry)` gives the scaled Sample."""
+
+    def __init__(self, readers: dict[str, Reader] | Reader, preprocess: Preprocess, cache: bool = True,
+                 failures: Failures | None = None):
+        self.readers = readers if isinstance(readers, dict) else {"": readers}
         self.preprocess = preprocess
         self.cache = cache
         self.failures = failures if failures is not None else Failures()
-        self._frames: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self.keys = []
-        for key in keys if keys is not None else reader.keys():
-            if cache:
-                try:
-                    self._frames[key] = self._load(key)
-                except (DataError, OSError, ValueError) as e:
-                    self.failures.add(key, e)
-                    continue
-            self.keys.append(key)
+        self._frames: dict[tuple[str, str], Sample] = {}
+        self.keys: list[tuple[str, str]] = []
+        for name, reader in self.readers.items():
+            for key in reader.keys():
+                if cache:
+                    try:
+                        self._frames[(name, key)] = self._load((name, key))
+                    except (DataError, OSError, ValueError) as e:
+                        self.failures.add(f"{name}:{key}" if name else key, e)
+                        continue
+                self.keys.append((name, key))
 
-    def _load(self, key: str) -> tuple[np.ndarray, np.ndarray]:
-        sample = self.reader.load(key)
-        if sample.semantic is None:
-            raise DataError(sample.path or key, "no semantic labels (training needs a label map)")
-        return self.preprocess.resize(sample.image), self.preprocess.resize_labels(sample.semantic)
+    def _load(self, entry: tuple[str, str]) -> Sample:
+        return scaled_sample(self.readers[entry[0]].load(entry[1]), self.preprocess)
 
     def __len__(self) -> int:
         return len(self.keys)
 
-    def get(self, key: str) -> tuple[np.ndarray, np.ndarray]:
-        return self._frames[key] if self.cache else self._load(key)
+    def get(self, entry: tuple[str, str]) -> Sample:
+        return self._frames[entry] if self.cache else self._load(entry)
+
+    def sources(self) -> list[str]:
+        return list(self.readers)
 
 
 class CropDataset(Dataset):
-    """`length` augmented random crops, cycling over the frames (index i -> frame i mod n)."""
+    """`length` augmented random crops; item i draws a frame (seeded by the epoch and i) with
+    probability weight(source) / frames(source), so each source gets its share of the crops."""
 
-    def __init__(self, store: FrameStore, transform, length: int = 0):
+    def __init__(self, store: FrameStore, transform, classes: TaskClasses, length: int = 0,
+                 weights: dict[str, float] | None = None):
         if not len(store):
             raise ValueError("no usable training frames")
         self.store = store
         self.transform = transform
+        self.classes = classes
         self.length = length or len(store)
+        counts = {s: sum(1 for n, _ in store.keys if n == s) for s in store.sources()}
+        w = np.array([(weights or {}).get(n, 1.0) / counts[n] for n, _ in store.keys], np.float64)
+        self.p = w / w.sum()
+        self.seed = 0
+
+    def set_epoch_seed(self, seed: int) -> None:
+        self.seed = int(seed)
+        self.transform.set_random_seed(self.seed)
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int):
-        image, labels = self.store.get(self.store.keys[index % len(self.store)])
-        out = self.transform(image=image, mask=labels)
+        rng = np.random.default_rng((self.seed, index))
+        entry = self.store.keys[int(rng.choice(len(self.p), p=self.p))]
+        sample = self.store.get(entry)
+        allowed, boxes, box_classes = known_classes(sample, self.classes)
+        h, w = allowed.shape
+        boxes = np.clip(boxes, 0, [w, h, w, h]) if len(boxes) else boxes
+        keep = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1) if len(boxes) else []
+        out = self.transform(image=sample.image, mask=allowed, bboxes=boxes[keep] if len(boxes) else boxes,
+                             box_classes=box_classes[keep] if len(boxes) else box_classes)
+        table = torch.full((MAX_BOXES, 5), -1.0)
+        got = np.asarray(out["bboxes"], np.float32).reshape(-1, 4)[:MAX_BOXES]
+        if len(got):
+            table[: len(got), 0] = torch.as_tensor(np.asarray(out["box_classes"])[: len(got)], dtype=torch.float32)
+            table[: len(got), 1:] = torch.from_numpy(got)
         return (torch.from_numpy(np.ascontiguousarray(out["image"])).permute(2, 0, 1),
-                torch.from_numpy(np.ascontiguousarray(out["mask"])).long())
+                torch.from_numpy(np.ascontiguousarray(out["mask"])), table)
 
 
-class FrameDataset(Dataset):
-    """Whole scaled frames (validation), labels padded like the images with IGNORE_INDEX."""
-
-    def __init__(self, store: FrameStore):
-        self.store = store
-
-    def __len__(self) -> int:
-        return len(self.store)
-
-    def __getitem__(self, index: int):
-        key = self.store.keys[index]
-        image, labels = self.store.get(key)
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
-        y = torch.from_numpy(np.ascontiguousarray(labels)).long()
-        return self.store.preprocess.pad(x), self.store.preprocess.pad(y, value=IGNORE_INDEX), key
+def box_lists(table: torch.Tensor) -> list[torch.Tensor]:
+    """Batch of MAX_BOXES x 5 box tables -> per image the used rows (class, x0, y0, x1, y1)."""
+    return [t[t[:, 0] >= 0] for t in table]

@@ -27,7 +27,7 @@ def preprocess_spec(seg: Segmenter, example_hw: tuple[int, int]) -> dict:
     p = seg.preprocess
     return {
         "input": "RGB uint8 frame, H x W x 3",
-        "resize": {"scale": p.scale, "interpolation": "cv2.INTER_AREA (downscale) / INTER_LINEAR (upscale)"},
+        "resize": {"scale": p.scale, "target_height": p.target_height, "interpolation": "cv2.INTER_AREA (downscale) / INTER_LINEAR (upscale)"},
         "normalize": {"divide": 255.0, "mean": list(p.mean), "std": list(p.std), "order": "RGB"},
         "pad": {"multiple": p.pad_multiple, "where": "right and bottom", "value": 0.0, "after": "normalize"},
         "layout": "N x 3 x H x W float32",

@@ -11,6 +11,7 @@ worker group (FailureConfig) or `run.resume` continues from the checkpoint's nex
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import random
@@ -29,14 +30,14 @@ from playerseg.classes import TaskClasses
 from playerseg.config import from_dict
 from playerseg.data.errors import Failures
 from playerseg.data.registry import build_reader
-from playerseg.losses import build_loss
-from playerseg.metrics.semantic import SegmentationMeter
+from playerseg.losses import PartialLabelLoss
+from playerseg.metrics.sources import SourceMeter
 from playerseg.models.registry import build_model, normalisation
 from playerseg.models.segmenter import CHECKPOINT_FILE, META_FILE, Preprocess, model_meta
 from playerseg.optim import SWA, build_optimizer, build_scheduler
 from playerseg.train.augment import build_augment
 from playerseg.train.config import RunOptions, TrainConfig
-from playerseg.train.dataset import CropDataset, FrameDataset, FrameStore
+from playerseg.train.dataset import CropDataset, FrameStore, box_lists
 from playerseg.train.tracking import Tracker
 
 REFERENCE_HEIGHT = 1080
@@ -44,7 +45,8 @@ REFERENCE_HEIGHT = 1080
 
 def preprocess_of(cfg: TrainConfig) -> Preprocess:
     mean, std = normalisation(cfg.model)
-    return Preprocess(scale=cfg.input.scale, pad_multiple=cfg.input.pad_multiple, mean=tuple(mean), std=tuple(std))
+    return Preprocess(scale=cfg.input.scale, pad_multiple=cfg.input.pad_multiple, mean=tuple(mean), std=tuple(std),
+                      target_height=cfg.input.target_height)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -141,19 +143,34 @@ def report_epoch(metrics: dict, epoch: int, save=None) -> None:
 
 
 def build_training(cfg: TrainConfig, device: torch.device):
-    """Model, loss, optimizer-ready pieces and datasets of a config (shared with the benchmark)."""
+    """Model, loss and the train / val frame stores of a config (shared with the benchmark).
+
+    Several `data.sources` are read side by side (source names key the stores and the metrics);
+    one source is named "" so its metrics keep their plain names."""
     classes = TaskClasses(tuple(cfg.data.classes))
     cfg.model.num_classes = len(classes)
     preprocess = preprocess_of(cfg)
     failures = Failures()
-    train_store = FrameStore(build_reader(cfg.data, "train"), preprocess, cfg.run.cache, failures)
-    val_store = FrameStore(build_reader(cfg.data, "val"), preprocess, cfg.run.cache, failures)
+    sources = cfg.data.source_list()
+    named = {(s.name if cfg.data.sources else ""): s for s in sources}
+    train_store = FrameStore({n: build_reader(s, "train") for n, s in named.items()}, preprocess, cfg.run.cache, failures)
+    val_store = FrameStore({n: build_reader(s, "val") for n, s in named.items()}, preprocess, cfg.run.cache, failures)
     if cfg.run.max_val_images:
-        val_store.keys = val_store.keys[: cfg.run.max_val_images]
-    train_set = CropDataset(train_store, build_augment(cfg.augment, tuple(cfg.input.crop)), cfg.run.samples_per_epoch)
-    model = build_model(cfg.model).to(device)
-    loss_fn = build_loss(cfg.loss, len(classes)).to(device)
-    return classes, preprocess, model, loss_fn, train_set, FrameDataset(val_store), failures
+        val_store.keys = [e for n in named for e in [k for k in val_store.keys if k[0] == n][: cfg.run.max_val_images]]
+    train_set = CropDataset(train_store, build_augment(cfg.augment, tuple(cfg.input.crop)), classes,
+                            cfg.run.samples_per_epoch, {n: s.weight for n, s in named.items()})
+    model = build_model(cfg.model)
+    if cfg.run.init_weights:
+        from playerseg.models.segmenter import Segmenter
+
+        donor = Segmenter.load(cfg.run.init_weights, device="cpu")
+        if tuple(donor.classes.names) != classes.names:
+            raise ValueError(f"run.init_weights {cfg.run.init_weights} has classes {list(donor.classes.names)}, "
+                             f"this run {list(classes.names)}")
+        model.load_state_dict(donor.model.state_dict())
+    model = model.to(device)
+    loss_fn = PartialLabelLoss(cfg.loss, len(classes)).to(device)
+    return classes, preprocess, model, loss_fn, train_set, val_store, failures
 
 
 def _epoch_seed(cfg: TrainConfig, epoch: int, rank: int) -> int:
@@ -168,15 +185,15 @@ def train_one_epoch(model, loader, loss_fn, optimizer, sched, scaler, preprocess
     start = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
     n = len(loader)
-    for i, (x, y) in enumerate(loader):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        x = preprocess.normalize(x)
+    for i, (raw, allowed, table) in enumerate(loader):
+        raw, allowed = raw.to(device, non_blocking=True), allowed.to(device, non_blocking=True)
+        x = preprocess.normalize(raw)
         step_now = (i + 1) % accum_steps == 0 or i + 1 == n
         sync = model.no_sync() if isinstance(model, DistributedDataParallel) and not step_now else contextlib.nullcontext()
         with sync:
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
                 logits = model(x)
-            loss, parts = loss_fn(logits, y)
+            loss, parts = loss_fn(logits, allowed, box_lists(table.to(device)), raw)
             scaler.scale(loss / accum_steps).backward()
         if step_now:
             scaler.step(optimizer)
@@ -196,26 +213,39 @@ def train_one_epoch(model, loader, loss_fn, optimizer, sched, scaler, preprocess
 
 
 @torch.inference_mode()
-def validate(model, dataset: FrameDataset, classes: TaskClasses, cfg: TrainConfig, preprocess: Preprocess,
+def validate(model, store: FrameStore, classes: TaskClasses, cfg: TrainConfig, preprocess: Preprocess,
              device: torch.device, overlays: int = 0):
-    """Metrics of `model` on the whole validation frames (+ up to `overlays` (image, truth, pred))."""
+    """Metrics of `model` on the whole validation frames, per source (`SourceMeter`: only what each
+    source labels; keys `<source>/<metric>`, plain with one unnamed source), the mean of
+    `val.score_keys` as `score`, and up to `overlays` (image, truth, pred) of label-map sources."""
     model.eval()
-    meter = SegmentationMeter(classes, led_radius=cfg.val.led_radius, boundary_tol=cfg.val.boundary_tol,
-                              reference_height=int(round(REFERENCE_HEIGHT * preprocess.scale)))
+    height = preprocess.target_height or int(round(REFERENCE_HEIGHT * preprocess.scale))
+    meters = {n: SourceMeter(n, classes, cfg.val.led_radius, cfg.val.boundary_tol, reference_height=height)
+              for n in store.sources()}
     shown = []
-    for i in range(len(dataset)):
-        x, y, _ = dataset[i]
+    for entry in store.keys:
+        sample = store.get(entry)
+        x = preprocess.pad(torch.from_numpy(np.ascontiguousarray(sample.image)).permute(2, 0, 1))
         xb = preprocess.normalize(x[None].to(device))
         logits = model(xb).float()
         if cfg.val.tta:
             logits = logits.softmax(1) + model(xb.flip(-1)).float().softmax(1).flip(-1)
-        image, labels = dataset.store.get(dataset.store.keys[i])
-        h, w = labels.shape
-        pred = logits.argmax(1)[0, :h, :w].to(torch.uint8).cpu().numpy()
-        meter.update(pred, labels)
-        if len(shown) < overlays:
-            shown.append((image, labels, pred))
-    return meter.compute(), shown
+        h, w = sample.image.shape[:2]
+        proba = logits[0, :, :h, :w].softmax(0).cpu().numpy()
+        pred = proba.argmax(0).astype(np.uint8)
+        meters[entry[0]].update(sample, pred, proba)
+        if len(shown) < overlays and sample.semantic is not None:
+            shown.append((sample.image, sample.semantic, pred))
+    out = {}
+    for name, meter in meters.items():
+        out.update({(f"{name}/{k}" if name else k): v for k, v in meter.compute().items()})
+    if cfg.val.score_keys:
+        missing = [k for k in cfg.val.score_keys if k not in out]
+        if missing:
+            raise ValueError(f"val.score_keys {missing} are not validation metrics; there are {sorted(out)}")
+        vals = [out[k] for k in cfg.val.score_keys if not math.isnan(out[k])]
+        out["score"] = sum(vals) / len(vals) if vals else math.nan
+    return out, shown
 
 
 def _save_checkpoint(directory: Path, state: dict, meta: dict) -> None:
@@ -291,7 +321,9 @@ def train_loop_per_worker(config: dict) -> None:
                       enabled=rank == 0, start_epoch=start_epoch)
     meta_extra = {"data": {"format": cfg.data.format, "root": cfg.data.root, "split_block": cfg.data.split_block,
                            "val_fraction": cfg.data.val_fraction, "seed": cfg.data.seed,
-                           "train_frames": len(train_set.store), "val_frames": len(val_set.store)}}
+                           "sources": [dataclasses.asdict(s) for s in cfg.data.sources],
+                           "train_frames": len(train_set.store), "val_frames": len(val_set)}}
+    started = time.monotonic()
     for epoch in range(start_epoch, cfg.run.epochs):
         marker = run_dir / f".injected-failure-{epoch}"
         if epoch == cfg.run.inject_failure_epoch and rank == 0 and not marker.exists():
@@ -299,7 +331,7 @@ def train_loop_per_worker(config: dict) -> None:
             marker.write_text("this worker died here once on purpose (run.inject_failure_epoch)\n")
             os._exit(1)
         seed_everything(_epoch_seed(cfg, epoch, rank))
-        train_set.transform.set_random_seed(_epoch_seed(cfg, epoch, rank))
+        train_set.set_epoch_seed(_epoch_seed(cfg, epoch, rank))
         sampler = getattr(loader, "_dataloader", loader).sampler
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
@@ -309,10 +341,16 @@ def train_loop_per_worker(config: dict) -> None:
         metrics["train/images_per_s"] = metrics["train/images"] * world / max(1e-9, metrics["train/seconds"])
         if swa is not None:
             swa.epoch_end(unwrap(model), epoch)
-        last = epoch == cfg.run.epochs - 1
+        budget = cfg.run.time_budget_minutes
+        out_of_time = budget > 0 and time.monotonic() - started > 60 * budget
+        if world > 1 and dist.is_initialized():  # every rank stops at the same epoch
+            flag = torch.tensor([float(out_of_time)], device=device)
+            dist.broadcast(flag, src=0)
+            out_of_time = bool(flag.item())
+        last = epoch == cfg.run.epochs - 1 or out_of_time
         eval_model = unwrap(model)
         if last and swa is not None and swa.active(epoch):
-            eval_model = swa.finalize(((preprocess.normalize(x.to(device)), y) for x, y in loader), device)
+            eval_model = swa.finalize(((preprocess.normalize(x.to(device)), a) for x, a, _ in loader), device)
             metrics["swa"] = True
         score = math.nan
         if rank == 0 and ((epoch + 1) % cfg.val.every == 0 or last):
@@ -320,7 +358,7 @@ def train_loop_per_worker(config: dict) -> None:
             val_metrics, shown = validate(eval_model, val_set, classes, cfg, preprocess, device, cfg.val.overlays)
             metrics.update({f"val/{k}": v for k, v in val_metrics.items()})
             metrics["val/seconds"] = time.perf_counter() - t0
-            score = val_metrics.get(cfg.val.metric, math.nan)
+            score = val_metrics.get("score" if cfg.val.score_keys else cfg.val.metric, math.nan)
             if shown:
                 tracker.overlays(epoch, *zip(*shown), classes.names)
         if world > 1 and dist.is_initialized():
@@ -346,6 +384,8 @@ def train_loop_per_worker(config: dict) -> None:
             if improved:
                 write_model_dir(run_dir / "best", eval_model.state_dict(), meta)
         report_epoch(metrics, epoch, save if rank == 0 else None)
+        if out_of_time:
+            break
     if rank == 0 and failures:
         (run_dir / "failures.txt").write_text(failures.summary() + "\n")
     tracker.finish()

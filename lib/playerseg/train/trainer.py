@@ -75,12 +75,14 @@ def _absolute_paths(cfg: TrainConfig) -> None:
     def fix(p: str) -> str:
         return str(Path(p).resolve()) if p and "://" not in p and Path(p).exists() else p
 
-    cfg.data.root = fix(cfg.data.root)
-    cfg.data.mapping = fix(cfg.data.mapping)
-    cfg.data.annotations = fix(cfg.data.annotations)
+    for source in [cfg.data, *cfg.data.sources]:
+        source.root = fix(source.root)
+        source.mapping = fix(source.mapping)
+        source.annotations = fix(source.annotations)
     cfg.model.encoder_weights = fix(cfg.model.encoder_weights)
     cfg.run.resume = fix(cfg.run.resume)
     cfg.run.init_from = fix(cfg.run.init_from)
+    cfg.run.init_weights = fix(cfg.run.init_weights)
 
 
 def best_checkpoint(result):
@@ -132,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     out = train(cfg)
     m = out["metrics"] or {}
-    keys = [k for k in m if k.startswith("val/iou/") or k in ("val/players_over_led_iou", "val/miou")]
+    wanted = {f"val/{k}" for k in cfg.val.score_keys} | {"val/score", "val/players_over_led_iou", "val/miou"}
+    keys = [k for k in m if k.startswith("val/iou/") or k in wanted]
     print(f"run folder: {out['run_dir']}  ({out['seconds'] / 60:.1f} min)")
     print(f"best checkpoint: {out['checkpoint']}")
     print("last epoch: " + ", ".join(f"{k}={m[k]:.4f}" for k in keys if isinstance(m[k], float)))
