@@ -135,3 +135,29 @@ def test_instance_records_at_source_resolution():
     iou = (mask & expected).sum() / (mask | expected).sum()
     assert iou > 0.97 and row["area"] == mask.sum()
     assert row["bbox"] == [100.0, 60.0, 100.0, 240.0]
+
+
+def test_split_wide_cuts_side_by_side_players_only():
+    from playerseg.infer.postprocess import split_wide
+
+    pair = np.zeros((30, 40), bool)
+    pair[:, 2:12] = pair[:, 15:25] = True
+    pair[12:15, 10:17] = True  # arms touching: one connected blob
+    parts = split_wide(pair, 0.6, 10)
+    assert len(parts) == 2 and not (parts[0] & parts[1]).any() and (parts[0] | parts[1]).sum() == pair.sum()
+    one = np.zeros((30, 12), bool)
+    one[:, 1:11] = True  # an upright player: never cut
+    assert len(split_wide(one, 0.6, 10)) == 1
+    wide_board = np.ones((10, 60), bool)  # wide but no valley: stays whole
+    assert len(split_wide(wide_board, 0.6, 10)) == 1
+
+
+def test_postprocess_splits_wide_player_blobs_when_asked():
+    classes = TaskClasses()
+    sem = np.zeros((40, 60), np.uint8)
+    sem[5:35, 5:15] = sem[5:35, 18:28] = classes.player
+    sem[15:18, 14:19] = classes.player
+    off, _ = postprocess(sem, classes, PostprocessConfig(split_wide=0.0))
+    on, _ = postprocess(sem, classes, PostprocessConfig(split_wide=0.6))
+    assert len([i for i in off if i.class_id == classes.player]) == 1
+    assert len([i for i in on if i.class_id == classes.player]) == 2

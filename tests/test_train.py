@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import types
 
+import numpy as np
 import pytest
 import torch
 
 from playerseg.config import dump, load
+from playerseg.data.registry import SourceConfig
 from playerseg.train.config import TrainConfig
 
 pytestmark = pytest.mark.slow
@@ -94,3 +97,51 @@ def test_killed_worker_restarts_and_resume_reproduces_the_run(ray_cluster, synth
     first = _weights(run_a / "checkpoint_epoch000")["train_model"]
     assert any(not torch.equal(first[k], v) for k, v in a["train_model"].items())
 
+
+
+def _yolo_copy(synth_dir, root):
+    """The synthetic frames as a box-only YOLO set (person boxes from the COCO annotations)."""
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    (root / "data.yaml").write_text("names: [ball, player]\n")
+    coco = json.loads((synth_dir / "annotations.json").read_text())
+    cats = {c["id"]: c["name"] for c in coco["categories"]}
+    for img in coco["images"]:
+        stem = "m00001_0_" + str(int(img["file_name"].split("_")[-1].split(".")[0]))
+        (root / "images" / f"{stem}.jpg").write_bytes((synth_dir / "images" / img["file_name"]).read_bytes())
+        lines = []
+        for a in coco["annotations"]:
+            if a["image_id"] == img["id"] and cats[a["category_id"]] in ("team_a", "team_b", "referee"):
+                x, y, w, h = a["bbox"]
+                W, H = img["width"], img["height"]
+                lines.append(f"1 {(x + w / 2) / W} {(y + h / 2) / H} {w / W} {h / H}")
+        (root / "labels" / f"{stem}.txt").write_text("\n".join(lines) + "\n")
+
+
+def test_two_sources_train_side_by_side_and_validate_each(synth_dir, tmp_path):
+    """A pixel-labelled and a box-only source in one run: crops come from both (by weight), the loss
+    has its partial and box terms, validation reports each source's own metrics and the mean score."""
+    from playerseg.train.loop import build_training, train_one_epoch, validate
+
+    _yolo_copy(synth_dir, tmp_path / "boxes")
+    cfg = tiny_config(synth_dir, tmp_path, "multi")
+    cfg.data.sources = [
+        SourceConfig(name="pix", format="acme", root=str(synth_dir), split_block=3, val_fraction=0.25),
+        SourceConfig(name="box", format="yolo", root=str(tmp_path / "boxes"), split_block=3, val_fraction=0.25,
+                     weight=3.0)]
+    cfg.val.score_keys = ["pix/iou/player", "box/recall/player"]
+    classes, pre, model, loss_fn, train_set, val_set, failures = build_training(cfg, torch.device("cpu"))
+    assert not failures and {n for n, _ in val_set.keys} == {"pix", "box"}
+    train_set.set_epoch_seed(1)
+    drawn = [train_set.store.keys[int(np.random.default_rng((1, i)).choice(len(train_set.p), p=train_set.p))][0]
+             for i in range(400)]
+    assert 0.65 < drawn.count("box") / len(drawn) < 0.85  # weight 3 : 1
+    loader = torch.utils.data.DataLoader(train_set, batch_size=4)
+    opt = torch.optim.AdamW(model.parameters(), 1e-3)
+    sched = types.SimpleNamespace(step=lambda: None)
+    m = train_one_epoch(model, loader, loss_fn, opt, sched, torch.amp.GradScaler("cpu", enabled=False), pre,
+                        torch.device("cpu"), 1, False)
+    assert {"train/loss_partial", "train/loss_box_projection", "train/loss_ce"} <= set(m)
+    metrics, _ = validate(model, val_set, classes, cfg, pre, torch.device("cpu"))
+    assert "pix/players_over_led_iou" in metrics and "box/box_AP50" in metrics and "box/iou/player" not in metrics
+    assert metrics["score"] == pytest.approx((metrics["pix/iou/player"] + metrics["box/recall/player"]) / 2)
