@@ -24,6 +24,8 @@ def test_shipped_spaces_validate():
     assert {"optim.lr", "optim.name", "sched.name", "input.crop", "loss.terms", "model"} <= set(unet.leaves)
     sam = load_space(SamTrainConfig, REPO / "tune_spaces" / "sam.yaml")
     assert {"optim.lr", "sam.mode", "crops.size"} <= set(sam.leaves)
+    broadcast = load_space(TrainConfig, REPO / "tune_spaces" / "unet_broadcast.yaml")
+    assert {"input.target_height", "loss.box_projection", "loss.box_pairwise", "loss.partial"} <= set(broadcast.leaves)
 
 
 def test_leaves_map_onto_tune_domains():
