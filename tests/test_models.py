@@ -1,4 +1,4 @@
-"""Models by name, the EfficientNet-Lite0 key mapping (proved on real photos), and Segmenter."""
+"""Models by name, the EfficientNet-Lite0/1/2 key mapping (proved on real photos), and Segmenter."""
 from __future__ import annotations
 
 import json
@@ -9,12 +9,15 @@ import pytest
 import torch
 
 from playerseg.classes import TaskClasses
-from playerseg.models import effnet_lite0
+from playerseg.models import effnet_lite
 from playerseg.models.registry import MODELS, ModelConfig, build_model
 from playerseg.models.segmenter import Preprocess, Segmenter, model_meta
 
 TINY = dict(encoder="resnet18", encoder_weights="", encoder_depth=3, decoder_channels=[32, 16, 8])
-PALACE, DAISY = 698, 985  # ImageNet class ids
+PALACE, DAISY, HONEYCOMB = 698, 985, 599  # ImageNet class ids
+# flower.jpg is a pompon dahlia, which ImageNet lacks: Lite0/1 call it a daisy, Lite2 a honeycomb
+# (its cell-like petals; so does timm's TF-exact `tf_efficientnet_lite2` with these weights).
+FLOWER = {"lite0": DAISY, "lite1": DAISY, "lite2": HONEYCOMB}
 
 
 def _photo(name: str) -> torch.Tensor:
@@ -27,39 +30,57 @@ def _photo(name: str) -> torch.Tensor:
     img = img[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
     img = cv2.resize(img, (224, 224), interpolation=cv2.INTER_AREA)
     x = torch.from_numpy(img).permute(2, 0, 1).float()[None] / 255.0
-    mean = torch.tensor(effnet_lite0.MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(effnet_lite0.STD).view(1, 3, 1, 1)
+    mean = torch.tensor(effnet_lite.MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(effnet_lite.STD).view(1, 3, 1, 1)
     return (x - mean) / std
 
 
-def test_every_package_key_maps_onto_timm_lite0():
+@pytest.mark.parametrize("variant,stages", [("lite0", (1, 2, 2, 3, 3, 4, 1)), ("lite1", (1, 3, 3, 4, 4, 5, 1)),
+                                            ("lite2", (1, 3, 3, 4, 4, 5, 1))])
+def test_every_package_key_maps_onto_timm_lite(variant, stages):
     import timm
 
-    mapped = effnet_lite0.timm_state_dict()
-    target = timm.create_model("efficientnet_lite0").state_dict()
+    assert effnet_lite.stage_blocks(variant) == stages  # read off timm, not hard-coded
+    mapped = effnet_lite.timm_state_dict(variant)
+    target = timm.create_model(effnet_lite.timm_name(variant)).state_dict()
     assert set(mapped) == set(target)
     assert all(mapped[k].shape == target[k].shape for k in target)
 
 
-def test_imagenet_lite0_encoder_classifies_real_photos():
+@pytest.mark.parametrize("variant", effnet_lite.VARIANTS)
+def test_imagenet_lite_encoder_classifies_real_photos(variant):
     """The segmentation model's own encoder + the package's head names real photos correctly;
     a random encoder with the same head does not."""
-    model = build_model(ModelConfig(encoder_weights="effnet-lite0-imagenet"), num_classes=3)
-    clf = effnet_lite0.Lite0Classifier(model.encoder).eval()
+    encoder = effnet_lite.encoder_name(variant)
+    model = build_model(ModelConfig(encoder=encoder, encoder_weights=f"effnet-{variant}-imagenet"), num_classes=3)
+    clf = effnet_lite.LiteClassifier(model.encoder, variant).eval()
     with torch.no_grad():
         palace = clf(_photo("china.jpg")).softmax(1)[0]
-        daisy = clf(_photo("flower.jpg")).softmax(1)[0]
+        flower = clf(_photo("flower.jpg")).softmax(1)[0]
     assert int(palace.argmax()) == PALACE and palace[PALACE] > 0.2
-    assert int(daisy.argmax()) == DAISY
-    random_model = build_model(ModelConfig(encoder_weights=""), num_classes=3)
-    rand = effnet_lite0.Lite0Classifier(random_model.encoder).eval()
+    assert int(flower.argmax()) == FLOWER[variant]
+    random_model = build_model(ModelConfig(encoder=encoder, encoder_weights=""), num_classes=3)
+    rand = effnet_lite.LiteClassifier(random_model.encoder, variant).eval()
     with torch.no_grad():
-        assert int(rand(_photo("china.jpg")).argmax()) != PALACE or int(rand(_photo("flower.jpg")).argmax()) != DAISY
+        assert (int(rand(_photo("china.jpg")).argmax()) != PALACE
+                or int(rand(_photo("flower.jpg")).argmax()) != FLOWER[variant])
 
 
-def test_lite0_weights_refuse_another_encoder():
+def test_lite0_classifier_keeps_its_name():
+    model = build_model(ModelConfig(encoder_weights=""), num_classes=3)
+    assert effnet_lite.Lite0Classifier(model.encoder).conv_head.in_channels == 320
+
+
+def test_lite_weights_refuse_another_encoder():
     with pytest.raises(ValueError, match="tu-efficientnet_lite0"):
         build_model(ModelConfig(encoder="resnet18", encoder_weights="effnet-lite0-imagenet"))
+    with pytest.raises(ValueError, match="tu-efficientnet_lite2"):
+        build_model(ModelConfig(encoder="tu-efficientnet_lite1", encoder_weights="effnet-lite2-imagenet"))
+    lite1 = build_model(ModelConfig(encoder="tu-efficientnet_lite1", encoder_weights=""), num_classes=3)
+    with pytest.raises(ValueError, match="not tu-efficientnet_lite0"):  # the key check itself, below the registry
+        effnet_lite.load_encoder_weights(lite1.encoder, "lite0")
+    with pytest.raises(ValueError, match="lite3"):
+        effnet_lite.weights_path("lite3")
 
 
 @pytest.mark.parametrize("arch", sorted(MODELS))

@@ -1,5 +1,5 @@
-"""Segmentation models: smp architectures by name (`registry`), the EfficientNet-Lite0 ImageNet
-encoder weights (`effnet_lite0`), the preprocessing stored with every model (`preprocess`, no torch)
+"""Segmentation models: smp architectures by name (`registry`), the EfficientNet-Lite0/1/2 ImageNet
+encoder weights (`effnet_lite`), the preprocessing stored with every model (`preprocess`, no torch)
 and the inference wrapper every job shares (`segmenter`).
 
 The registry names below load lazily, so `import playerseg.models.preprocess` (inference decode

