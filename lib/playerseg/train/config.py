@@ -72,7 +72,10 @@ class RunOptions:
     epochs: int = 20
     samples_per_epoch: int = 0  # crops per epoch over all workers; 0 = one per training frame
     amp: bool = True  # mixed precision where a GPU is used (ignored on CPU)
-    max_failures: int = 1  # worker restarts from the last checkpoint (FailureConfig)
+    # worker restarts from the last checkpoint (FailureConfig). Above 1 because Ray 2.60 Train V2's
+    # PlacementGroupCleaner removes a live run's placement group when the State API answers nothing
+    # under load (`is_actor_alive` takes the empty answer for a dead controller): seen on a busy 2-core VM
+    max_failures: int = 3
     keep_checkpoints: int = 2  # best by val.metric, plus always the latest
     resume: str = ""  # checkpoint directory to continue from (weights, optimizer, scheduler, epoch)
     # checkpoint directory whose model weights and epoch counter start this run, trained on with THIS
