@@ -213,3 +213,27 @@ def test_resolution_policy_brings_every_source_to_one_height():
     assert Preprocess(scale=0.5).size(1080, 1920) == (540, 960)
     assert Preprocess.from_dict({"scale": 0.5, "pad_multiple": 32, "mean": [0.5] * 3, "std": [0.5] * 3}).target_height == 0
     assert pre.at_model_resolution().size(720, 1280) == (720, 1280)
+
+
+class _OneFrame:
+    """A reader of one wide frame with one person box at its far right."""
+
+    def keys(self):
+        return ["only"]
+
+    def load(self, key):
+        return Sample("only", np.zeros((200, 1000, 3), np.uint8), labels={"player": BOX},
+                      instances=[Instance(C.player, (900.0, 80.0, 920.0, 130.0))])
+
+
+def test_object_crops_fall_around_a_labelled_object():
+    import albumentations as A
+
+    from playerseg.train.dataset import CropDataset, FrameStore
+
+    store = FrameStore({"d": _OneFrame()}, Preprocess(scale=1.0))
+    crop = A.Compose([A.RandomCrop(100, 100)], bbox_params=A.BboxParams(format="pascal_voc",
+                                                                          label_fields=["box_classes"]))
+    hits = lambda p: sum(int((CropDataset(store, crop, C, 40, object_crop_p=p, crop=(100, 100))[i][2][:, 0] >= 0).any())
+                         for i in range(40))
+    assert hits(1.0) == 40 and hits(0.0) < 20

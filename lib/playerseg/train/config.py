@@ -43,6 +43,9 @@ class InputConfig:
     # model's resolution policy, stored in model.json; inference and evaluate follow it)
     target_height: int = 0
     crop: tuple[int, int] = (384, 384)  # training crop (h, w) of the scaled frame
+    # share of crops taken around a labelled object (a player's box, a board): thin boards and
+    # small wide-shot players fill few random crops of a 720p frame
+    object_crop_p: float = 0.0
     pad_multiple: int = 32  # validation / inference pads to a multiple of this
 
 

@@ -81,7 +81,8 @@ class CropDataset(Dataset):
     probability weight(source) / frames(source), so each source gets its share of the crops."""
 
     def __init__(self, store: FrameStore, transform, classes: TaskClasses, length: int = 0,
-                 weights: dict[str, float] | None = None):
+                 weights: dict[str, float] | None = None, object_crop_p: float = 0.0,
+                 crop: tuple[int, int] = (384, 384)):
         if not len(store):
             raise ValueError("no usable training frames")
         self.store = store
@@ -92,6 +93,8 @@ class CropDataset(Dataset):
         w = np.array([(weights or {}).get(n, 1.0) / counts[n] for n, _ in store.keys], np.float64)
         self.p = w / w.sum()
         self.seed = 0
+        self.object_crop_p = object_crop_p
+        self.crop = crop
 
     def set_epoch_seed(self, seed: int) -> None:
         self.seed = int(seed)
@@ -105,10 +108,13 @@ class CropDataset(Dataset):
         entry = self.store.keys[int(rng.choice(len(self.p), p=self.p))]
         sample = self.store.get(entry)
         allowed, boxes, box_classes = known_classes(sample, self.classes)
+        image = sample.image
+        if sample.instances and rng.random() < self.object_crop_p:
+            image, allowed, boxes = self._around(rng, sample, image, allowed, boxes)
         h, w = allowed.shape
         boxes = np.clip(boxes, 0, [w, h, w, h]) if len(boxes) else boxes
         keep = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1) if len(boxes) else []
-        out = self.transform(image=sample.image, mask=allowed, bboxes=boxes[keep] if len(boxes) else boxes,
+        out = self.transform(image=image, mask=allowed, bboxes=boxes[keep] if len(boxes) else boxes,
                              box_classes=box_classes[keep] if len(boxes) else box_classes)
         table = torch.full((MAX_BOXES, 5), -1.0)
         got = np.asarray(out["bboxes"], np.float32).reshape(-1, 4)[:MAX_BOXES]
@@ -117,6 +123,21 @@ class CropDataset(Dataset):
             table[: len(got), 1:] = torch.from_numpy(got)
         return (torch.from_numpy(np.ascontiguousarray(out["image"])).permute(2, 0, 1),
                 torch.from_numpy(np.ascontiguousarray(out["mask"])), table)
+
+
+    def _around(self, rng, sample: Sample, image, allowed, boxes):
+        """A window 1.25 x the crop size centred (with jitter) on one of the sample's objects; the
+        augmentation's zoom and random crop then fall around it."""
+        inst = sample.instances[int(rng.integers(len(sample.instances)))]
+        h, w = allowed.shape
+        wh, ww = int(1.25 * self.crop[0]), int(1.25 * self.crop[1])
+        cx = (inst.box[0] + inst.box[2]) / 2 + rng.uniform(-0.2, 0.2) * self.crop[1]
+        cy = (inst.box[1] + inst.box[3]) / 2 + rng.uniform(-0.2, 0.2) * self.crop[0]
+        x0 = int(np.clip(cx - ww / 2, 0, max(0, w - ww)))
+        y0 = int(np.clip(cy - wh / 2, 0, max(0, h - wh)))
+        if len(boxes):
+            boxes = boxes - np.array([x0, y0, x0, y0], np.float32)
+        return image[y0:y0 + wh, x0:x0 + ww], allowed[y0:y0 + wh, x0:x0 + ww], boxes
 
 
 def box_lists(table: torch.Tensor) -> list[torch.Tensor]:
