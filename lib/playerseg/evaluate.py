@@ -52,6 +52,7 @@ class EvaluateConfig:
     tta: bool = False  # test-time augmentation in Segmenter.predict
     batch_size: int = 4
     device: str = ""  # "" = cuda if available, else cpu
+    runtime: str = "auto"  # auto (ONNX Runtime on CPU, torch + autocast on CUDA) | torch | onnxruntime
     max_samples: int = 0  # 0 = the whole split
     worst: int = 8  # frames in the gallery
     rank_by: str = "players_over_led_iou"  # per-image metric key; lowest first
@@ -271,7 +272,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
             return previous
     from playerseg.models.segmenter import Segmenter  # torch: only when there is work
 
-    model = Segmenter.load(cfg.checkpoint, device=cfg.device or None)
+    model = Segmenter.load(cfg.checkpoint, device=cfg.device or None, runtime=cfg.runtime)
     classes = model.classes
     cfg.data.classes = list(classes.names)  # the reader maps sources onto the model's label space
     reader = build_reader(cfg.data, None if cfg.split == "all" else cfg.split)
@@ -312,10 +313,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tta", action="store_true", default=None, help="test-time augmentation on")
     parser.add_argument("--worst", type=int, metavar="N", help="frames in the worst-frame gallery")
     parser.add_argument("--batch-size", type=int, help="frames per model call")
+    parser.add_argument("--runtime", choices=("auto", "torch", "onnxruntime"), help="model runtime (default auto)")
 
 
 _FLAGS = {"checkpoint": "checkpoint", "data_root": "data.root", "split": "split", "out": "out", "tta": "tta",
-          "worst": "worst", "batch_size": "batch_size"}
+          "worst": "worst", "batch_size": "batch_size", "runtime": "runtime"}
 
 
 def config_from_args(args: argparse.Namespace) -> EvaluateConfig:
