@@ -36,6 +36,13 @@ def has_onnxruntime() -> bool:
     return True
 
 
+def can_export_onnx() -> bool:
+    """torch.onnx's exporter has what it needs (onnx, onnxscript)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxscript"))
+
+
 def resolve(runtime: str, device) -> str:
     """"torch" or "onnxruntime" for `runtime` on `device` (a torch.device)."""
     if runtime not in RUNTIMES:

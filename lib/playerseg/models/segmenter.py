@@ -111,6 +111,8 @@ class Segmenter:
                 want = "torch"
             else:
                 raise ValueError(f"{path}: runtime onnxruntime runs model folders and .onnx files, not a {kind} file")
+        if kind == "folder" and want == "onnxruntime" and runtime == "auto" and not rt.can_export_onnx():
+            want = "torch"  # a folder reaches ONNX Runtime through the exporter; without it, eager torch
         if kind == "onnx" and want != "onnxruntime":
             raise ValueError(f"{path}: an ONNX file runs on runtime onnxruntime; for torch give its model folder or .pt2")
         if kind == "folder":
