@@ -1,13 +1,15 @@
-"""Throughput of `playerseg infer` (Ray Data) against a plain single-process PyTorch loop.
+"""Throughput of `playerseg infer` (Ray Data) against a plain single-process loop (ONNX Runtime or PyTorch).
 
     .venv/bin/python benchmarks/bench_infer.py                       # sample clip, 2 CPUs
     .venv/bin/python benchmarks/bench_infer.py --clip x.mp4 --model models/unet_effl0_acme --cpus 2
     .venv/bin/python benchmarks/bench_infer.py --repeat 8 --variants default,naive   # steady state
+    .venv/bin/python benchmarks/bench_infer.py --repeat 6 --variants default,torch --plain-runtime onnxruntime
 
 Both sides do the same work on the same clip and model: decode -> resize by the model's scale
 -> model (probabilities) -> the same post-processing (`infer.postprocess`) -> the same Parquet.
-The plain loop is one process with `--cpus` torch threads; the Ray side is the job itself on a
-local Ray of `--cpus` CPUs (planning, probing and actor start-up included in its time). The
+The plain loop is one process with `--cpus` threads on `--plain-runtime` (default onnxruntime: the
+fastest a single process gets from these cores; `torch`: eager PyTorch); the Ray side is the job
+itself (`resources.runtime` auto: ONNX Runtime in CPU actors; variant "torch": eager) on a local Ray of `--cpus` CPUs (planning, probing and actor start-up included in its time). The
 variants differ only in resources; "naive" reproduces the first version's cause of slowness:
 two actors with two torch threads each on two cores (oversubscribed), one frame per call.
 Ratios come from one run, measured side by side (the baseline runs first and last, averaged).
@@ -33,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
 VARIANTS = {  # name: (resources overrides, what it is)
     "default": ({}, "defaults: one 1-thread actor per spare CPU (2 x 0.875), post-processing in the actor"),
+    "torch": ({"runtime": "torch"}, "defaults, eager PyTorch in the actors instead of ONNX Runtime"),
     "post-tasks": ({"actors": 2, "cpus_per_actor": 0.75, "postprocess_in_actor": False},
                    "2 actors x 1 torch thread, post-processing as separate tasks"),
     "1x1": ({"actors": 1, "cpus_per_actor": 1.0}, "1 actor x 1 torch thread"),
@@ -138,8 +141,9 @@ def measured(fn, *a):
     return n, wall, sum(cpu - start.get(pid, 0.0) for pid, cpu in last.items()), extra
 
 
-def plain_loop(clip: str, model: str, out: Path, threads: int, batch_size: int) -> tuple[int, float]:
-    """decode -> resize -> model -> post-processing -> Parquet in one process; (frames, seconds)."""
+def plain_loop(clip: str, model: str, out: Path, threads: int, batch_size: int,
+               runtime: str = "onnxruntime") -> tuple[int, float]:
+    """decode -> resize -> model (`runtime`) -> post-processing -> Parquet in one process; (frames, seconds)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     import torch
@@ -152,7 +156,7 @@ def plain_loop(clip: str, model: str, out: Path, threads: int, batch_size: int) 
     t0 = time.perf_counter()
     torch.set_num_threads(threads)
     resize = load_segmenter(model, "cpu").preprocess.resize
-    seg = load_segmenter(model, "cpu", model_resolution=True)
+    seg = load_segmenter(model, "cpu", model_resolution=True, runtime=runtime, threads=threads)
     post = PostprocessConfig()
     info = probe(clip)
     rows, n = [], 0
@@ -203,6 +207,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--segment-frames", type=int, default=32)
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {list(VARIANTS)}")
+    ap.add_argument("--plain-runtime", default="onnxruntime", choices=("onnxruntime", "torch"),
+                    help="the plain loop's runtime (the job's is resources.runtime: auto, or a variant's)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="join the clip to itself N times (remux, no re-encode): a longer clip weighs the job's "
                          "fixed start-up (actors load the model) less against its steady throughput")
@@ -217,14 +223,19 @@ def main() -> None:
         if args.repeat > 1:
             clip = long_clip(clip, args.repeat, tmp)
             print(f"the clip joined {args.repeat} times")
-        print(f"clip {clip}\nmodel {model}\nlocal Ray with {args.cpus} CPUs; plain loop with {args.cpus} torch threads")
+        print(f"clip {clip}\nmodel {model}\nlocal Ray with {args.cpus} CPUs; plain loop on {args.plain_runtime} "
+              f"with {args.cpus} threads")
+        from playerseg.infer.pipeline import load_segmenter
+
+        load_segmenter(model, "cpu", runtime="auto")  # a folder's ONNX export made once, before anything is timed
         ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
         ray.data.DataContext.get_current().enable_progress_bars = False
         import os
 
         load0 = os.getloadavg()[0]
         results = []
-        n0, t_first, cpu_first, _ = measured(plain_loop, clip, model, tmp, args.cpus, args.batch_size)
+        plain = (plain_loop, clip, model, tmp, args.cpus, args.batch_size, args.plain_runtime)
+        n0, t_first, cpu_first, _ = measured(*plain)
         for name in args.variants.split(","):
             overrides, what = VARIANTS[name]
             overrides = {"batch_size": args.batch_size, **overrides}
@@ -232,10 +243,10 @@ def main() -> None:
             assert n == n0, f"{name}: {n} frames, plain loop {n0}"
             results.append((name, what, n / t, cpu / n, res))
             print(f"  ray {name:14s} {n / t:6.2f} frames/s ({t:.1f} s), {cpu / n * 1000:.0f} CPU-ms/frame  {res}", flush=True)
-        _, t_last, cpu_last, _ = measured(plain_loop, clip, model, tmp, args.cpus, args.batch_size)
+        _, t_last, cpu_last, _ = measured(*plain)
         base = n0 / ((t_first + t_last) / 2)
         base_cpu = (cpu_first + cpu_last) / 2 / n0
-        print(f"\nplain single-process loop: {base:.2f} frames/s, {base_cpu * 1000:.0f} CPU-ms/frame "
+        print(f"\nplain single-process loop ({args.plain_runtime}): {base:.2f} frames/s, {base_cpu * 1000:.0f} CPU-ms/frame "
               f"({n0} frames; runs {t_first:.1f} s and {t_last:.1f} s)")
         print(f"load average (1 min) at start {load0:.1f}, at end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         print(f"{'variant':14s} {'frames/s':>9s} {'ratio':>6s} {'CPU-ms/frame':>13s} {'CPU ratio':>9s}  what")

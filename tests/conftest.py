@@ -1,4 +1,6 @@
 """Shared fixtures: the real test material (skipped when absent) and a tiny synthetic set."""
+import os
+
 import pytest
 
 from playerseg.io import shared_data_dir
@@ -38,3 +40,17 @@ def synth_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth")
     generate(str(out), num_frames=12, size=(160, 96), fps=25, seed=0, progress=False)
     return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory):
+    """The ONNX export cache (`models.runtime.cache_dir`) of this session, not the user's: set before
+    any test starts Ray, so its workers inherit it."""
+    path = tmp_path_factory.mktemp("playerseg-cache")
+    old = os.environ.get("PLAYERSEG_CACHE")
+    os.environ["PLAYERSEG_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("PLAYERSEG_CACHE", None)
+    else:
+        os.environ["PLAYERSEG_CACHE"] = old

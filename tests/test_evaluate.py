@@ -162,7 +162,7 @@ def test_job_with_a_real_tiny_segmenter(synth_dir, tmp_path):
     assert metrics["config"]["tta"] is True and metrics["num_images"] == 4 and metrics["classes"] == list(C.names)
     assert "Test-time augmentation: on" in (out / "report.md").read_text()
 
-    seg = Segmenter.load(str(model_dir), device="cpu")
+    seg = Segmenter.load(str(model_dir), device="cpu", runtime="auto")  # the job's runtime (config default)
     reader = AcmeReader(str(synth_dir))
     samples = [reader.load(k) for k in reader.keys()[:4]]
     proba = seg.predict_proba(np.stack([s.image for s in samples]), tta=True)

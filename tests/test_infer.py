@@ -172,7 +172,28 @@ def test_torchscript_export_loads(model_dir, tmp_path):
     ref = load_segmenter(model_dir, "cpu", model_resolution=True)
     np.testing.assert_allclose(ts.predict_proba(frames), ref.predict_proba(frames), atol=1e-4)
     with pytest.raises(ValueError, match="onnxruntime"):
-        load_segmenter(str(tmp_path / "export" / "model.onnx"))
+        load_segmenter(str(tmp_path / "export" / "model.onnx"), runtime="torch")
+
+
+def test_runtime_onnxruntime_gives_the_instances_of_torch(local_ray, model_dir, inputs, tmp_path, model_cache):
+    """`--runtime onnxruntime` (the model folder exported to ONNX by the actors, into the cache)
+    and `--runtime torch` on the same clip: the same instances."""
+    pytest.importorskip("onnxruntime")
+    from playerseg.cli import main
+
+    rows = {}
+    for runtime in ("torch", "onnxruntime"):
+        out = tmp_path / runtime
+        assert main(["infer", inputs["video"], "--model", model_dir, "--output", str(out), "--runtime", runtime,
+                     "--set", "segment_frames=6", "--set", "postprocess.min_area_frac=0.001"]) == 0
+        rows[runtime] = sorted(read(out / "predictions"), key=lambda r: (r["frame_index"], r["instance_id"]))
+    assert list((model_cache / "onnx").glob("*.onnx")), "the actors export into the session's cache"
+    torch_rows, ort_rows = rows["torch"], rows["onnxruntime"]
+    assert torch_rows and len(ort_rows) == len(torch_rows)
+    for a, b in zip(torch_rows, ort_rows):
+        assert (a["frame_index"], a["instance_id"], a["class"], a["bbox"]) == \
+            (b["frame_index"], b["instance_id"], b["class"], b["bbox"])
+        assert a["mask_rle_counts"] == b["mask_rle_counts"] and abs(a["score"] - b["score"]) < 1e-3
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "extract": ("playerseg.video.extract", "frames of videos as JPEG/PNG files or Parquet rows (Ray, sharded)"),
     "render": ("playerseg.video.render", "H.264 mp4 of frames with predicted players/LED boards drawn (Ray)"),
     "synth": ("playerseg.synth_cmd", "write a synthetic broadcast set (tests, benchmarks)"),
+    "export": ("playerseg.export_cmd", "export a trained model: ONNX / torch.export .pt2 (dynamic sizes, classes + preprocessing inside), TorchScript, safetensors"),
     "evaluate": ("playerseg.evaluate", "evaluate a checkpoint on a dataset split: metrics, report, worst-frame gallery"),
     "train": ("playerseg.train_cmd", "train a segmentation model as a Ray Train job (`playerseg train unet ...`)"),
     "tune": ("playerseg.tune.tune_cmd", "hyperparameter sweep (Ray Tune, ASHA/PBT) over `playerseg train`: results table, best config + checkpoint"),

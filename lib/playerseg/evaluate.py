@@ -56,6 +56,7 @@ class EvaluateConfig:
     tta: bool = False  # test-time augmentation in Segmenter.predict
     batch_size: int = 4
     device: str = ""  # "" = cuda if available, else cpu
+    runtime: str = "auto"  # auto (ONNX Runtime on CPU, torch + autocast on CUDA) | torch | onnxruntime
     max_samples: int = 0  # 0 = the whole split
     worst: int = 8  # frames in the gallery
     rank_by: str = "players_over_led_iou"  # per-image metric key; lowest first
@@ -326,7 +327,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
             return previous
     from playerseg.models.segmenter import Segmenter  # torch: only when there is work
 
-    model = Segmenter.load(cfg.checkpoint, device=cfg.device or None)
+    model = Segmenter.load(cfg.checkpoint, device=cfg.device or None, runtime=cfg.runtime)
     if cfg.target_height >= 0 and hasattr(model, "preprocess"):
         model.preprocess = dataclasses.replace(model.preprocess, target_height=cfg.target_height)
     classes = model.classes
@@ -449,11 +450,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-from", metavar="TRAIN_YAML",
                         help="evaluate on the data sources and splits of this training config")
     parser.add_argument("--target-height", type=int, help="model input height (default: the model's own policy)")
+    parser.add_argument("--runtime", choices=("auto", "torch", "onnxruntime"), help="model runtime (default auto)")
 
 
 _FLAGS = {"checkpoint": "checkpoint", "data_root": "data.root", "split": "split", "out": "out", "tta": "tta",
           "worst": "worst", "batch_size": "batch_size", "target_height": "target_height",
-          "data_from": "data_from"}
+          "data_from": "data_from", "runtime": "runtime"}
 
 
 def config_from_args(args: argparse.Namespace) -> EvaluateConfig:

@@ -23,14 +23,17 @@ log = logging.getLogger(__name__)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="*", help="videos, folders, frame folders, Parquet files (paths or URIs)")
-    p.add_argument("--model", help="model / checkpoint / training run folder, exported model.ts, or a SAM "
-                   "head checkpoint sam_trained.pt (path or URI)")
+    p.add_argument("--model", help="model / checkpoint / training run folder, exported .onnx / .pt2 / model.ts, "
+                   "or a SAM head checkpoint sam_trained.pt (path or URI)")
     p.add_argument("--output", help="output folder (path or URI); default outputs/infer")
     add_config_arguments(p, InferConfig)
     p.add_argument("--actors", type=int, help="model actors (resources.actors; 0 = fill the cluster)")
     p.add_argument("--gpus-per-actor", type=float, help="GPUs per model actor, fractional allowed")
     p.add_argument("--cpus-per-actor", type=float, help="CPUs per model actor (= its torch threads)")
     p.add_argument("--batch-size", type=int, help="frames per model call")
+    p.add_argument("--runtime", choices=("auto", "torch", "onnxruntime"),
+                   help="resources.runtime: auto (default; ONNX Runtime on CPU actors, torch + autocast on GPUs), "
+                   "torch, onnxruntime")
     p.add_argument("--tta", action="store_true", default=None, help="test-time augmentation (flip + scales)")
     p.add_argument("--sam-checkpoint", help="refine instances with SAM from these weights")
     p.add_argument("--sam-model-type", help="vit_b | vit_l | vit_h (| tiny_untrained for tests)")
@@ -40,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 _FLAGS = {"inputs": "inputs", "model": "model", "output": "output", "tta": "tta", "actors": "resources.actors",
           "gpus_per_actor": "resources.gpus_per_actor", "cpus_per_actor": "resources.cpus_per_actor",
-          "batch_size": "resources.batch_size", "sam_checkpoint": "sam.checkpoint",
+          "batch_size": "resources.batch_size", "runtime": "resources.runtime", "sam_checkpoint": "sam.checkpoint",
           "sam_model_type": "sam.model_type"}
 
 

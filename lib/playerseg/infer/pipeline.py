@@ -3,8 +3,10 @@
     units (video segments / frame runs / Parquet row groups; finished ones skipped)
       -> decode + resize to model resolution      tasks, `decode_cpus` each
       -> model                                    actor pool: `actors` x (`cpus_per_actor`,
-                                                  `gpus_per_actor`), torch threads = its CPUs,
-                                                  `batch_size` frames a call
+                                                  `gpus_per_actor`), threads = its CPUs,
+                                                  `batch_size` frames a call; `runtime` auto:
+                                                  ONNX Runtime on CPU actors, torch + autocast
+                                                  + channels_last beside a GPU
       -> post-processing (+ SAM refinement)       inside the model actor on CPU; tasks
                                                   (`postprocess_cpus`) beside GPU actors; an actor
                                                   pool when SAM refines (SAM loaded once)
@@ -51,7 +53,8 @@ class ResourcesConfig:
     actors: int = 0  # model replicas; 0 = fill the cluster: GPUs / gpus_per_actor, else one per spare CPU
     cpus_per_actor: float = 0.0  # 0 = 1 beside a GPU, else the spare CPUs shared by the actors; fractions ok
     gpus_per_actor: float = -1.0  # -1 = 1 when the cluster has GPUs, else 0; fractional allowed
-    torch_threads: int = 0  # 0 = round(cpus_per_actor), at least 1 (never more threads than cores)
+    torch_threads: int = 0  # 0 = round(cpus_per_actor), at least 1 (never more threads than cores); ONNX Runtime's too
+    runtime: str = "auto"  # auto (ONNX Runtime on CPU actors, torch + autocast on GPU) | torch | onnxruntime
     batch_size: int = 4  # frames per model call
     decode_cpus: float = 0.25
     decode_threads: int = 1  # codec threads per decode task
@@ -137,11 +140,12 @@ class Predictor:
     post-processed right here (`postprocess` set)."""
 
     def __init__(self, model: str, threads: int, tta: bool = False, device: str = "",
-                 postprocess_cfg: dict | None = None, keep_image: bool = False):
+                 postprocess_cfg: dict | None = None, keep_image: bool = False, runtime: str = "auto"):
         import torch
 
         torch.set_num_threads(max(1, threads))
-        self.segmenter = load_segmenter(model, device or None, model_resolution=True)
+        self.segmenter = load_segmenter(model, device or None, model_resolution=True, runtime=runtime,
+                                        threads=max(1, threads))
         self.classes = self.segmenter.classes
         self.tta = tta
         self.keep_image = keep_image  # SAM refinement downstream needs the frame
@@ -198,68 +202,14 @@ class SamPostprocessor:
 
 
 # ---- model loading ------------------------------------------------------------------------
-def load_segmenter(model: str, device: str | None = None, model_resolution: bool = False):
-    """The training jobs' model: a model / checkpoint / run folder (`Segmenter.load`, path or URI),
-    an exported TorchScript file (`model.ts`, with its `model.json` beside it), or a SAM
-    semantic-head checkpoint (`sam_trained.pt` of `playerseg train sam`, mode head).
-
-    `model_resolution=True`: frames arrive already resized by the model's scale (decode task), so
-    the model runs them at scale 1 (TTA scales stay relative to it).
-    """
+def load_segmenter(model: str, device: str | None = None, model_resolution: bool = False, runtime: str | None = None,
+                   threads: int = 0):
+    """The job's model: `Segmenter.load` (every model kind and runtime; torch imported only here)."""
     from playerseg.models.segmenter import Segmenter
 
     if not model:
-        raise ValueError("no model given: pass --model <model, checkpoint or run folder>")
-    if model.endswith(".onnx"):
-        raise ValueError(f"{model}: ONNX models need onnxruntime, which is not installed; "
-                         "use the model.ts (TorchScript) or the model folder exported beside it")
-    if model.endswith((".ts", ".torchscript")):
-        seg = _torchscript_segmenter(model, device)
-    elif model.endswith(".pt"):
-        seg = _sam_head_segmenter(model, device)
-    else:
-        seg = Segmenter.load(model, device=device)
-    if model_resolution:
-        seg.preprocess = seg.preprocess.at_model_resolution()
-    return seg
-
-
-def _sam_head_segmenter(path: str, device: str | None):
-    """A Segmenter around a SAM semantic-head checkpoint (`playerseg train sam --set sam.mode=head`):
-    frozen SAM encoder + head, same normalised input as the Unets; frames at half size (SAM
-    resizes to its own 1024 px input)."""
-    from playerseg.models.segmenter import Segmenter
-    from playerseg.sam.checkpoint import load_trained
-    from playerseg.sam.head import build_sam_head
-
-    state = load_trained(path)
-    if state.get("mode") != "head" or not state.get("head"):
-        raise ValueError(f"{path}: a SAM {state.get('mode')!r} checkpoint has no semantic head; "
-                         "use it for refinement (--sam-checkpoint) instead")
-    names = ((state.get("config") or {}).get("data") or {}).get("classes") or TaskClasses().names
-    model = build_sam_head(state["num_classes"], state["model_type"], state["base_checkpoint"], path,
-                           hidden=state.get("head_hidden") or 128)
-    return Segmenter(model, TaskClasses(tuple(names)), Preprocess(scale=0.5), device=device,
-                     meta={"format": "playerseg-sam-head", "path": path})
-
-
-def _torchscript_segmenter(path: str, device: str | None):
-    """A Segmenter around an exported TorchScript model; classes and preprocessing from model.json."""
-    import io
-    import posixpath
-
-    import fsspec
-    import torch
-
-    from playerseg.models.segmenter import META_FILE, Segmenter
-
-    with fsspec.open(path, "rb") as f:
-        module = torch.jit.load(io.BytesIO(f.read()), map_location="cpu")
-    with fsspec.open(posixpath.join(posixpath.dirname(path), META_FILE), "r") as f:
-        meta = json.load(f)
-    preprocess = Preprocess.from_dict(meta["preprocess"])
-    return Segmenter(module, TaskClasses(tuple(meta["classes"])), preprocess,
-                     tta_scales=meta.get("tta_scales", (0.75, 1.0, 1.25)), device=device, meta=meta)
+        raise ValueError("no model given: pass --model <model, checkpoint or run folder, .onnx or .pt2 file>")
+    return Segmenter.load(model, device, runtime=runtime, threads=threads, model_resolution=model_resolution)
 
 
 def model_info(model: str, target_height: int = -1) -> tuple[TaskClasses, dict]:
@@ -325,7 +275,7 @@ def build_dataset(units: list[Unit], cfg: InferConfig, classes: TaskClasses, pre
         Predictor,
         fn_constructor_kwargs={"model": cfg.model, "threads": res["threads"], "tta": cfg.tta,
                                "device": cfg.device, "postprocess_cfg": post_cfg if in_actor else None,
-                               "keep_image": sam},
+                               "keep_image": sam, "runtime": r.runtime},
         batch_size=r.batch_size, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=res["actors"]),
         num_cpus=res["num_cpus"], num_gpus=res["num_gpus"], **env,

@@ -8,7 +8,12 @@ predicts (evaluation, inference, demo).
 
 A model folder holds `model.json` (model config, classes, preprocessing, provenance) and the
 weights: `model.safetensors` (an export, fp16 or fp32) or `checkpoint.pt` (a training checkpoint,
-key "model"). A training run folder is accepted too: its `best/` model is used.
+key "model"). A training run folder is accepted too: its `best/` model is used. `Segmenter.load`
+is the one loader of every model kind (folders, `.onnx`, `.pt2`, `.ts`, SAM heads) and runtime
+(`runtime="auto" | "torch" | "onnxruntime"`, `playerseg.models.runtime`):
+
+    seg = Segmenter.load("models/unet_effl0_acme", runtime="auto")   # ONNX Runtime on CPU, torch on CUDA
+    seg = Segmenter.load("exports/unet.onnx")                        # classes + preprocessing inside
 
 Preprocessing (`Preprocess`, in the torch-free `playerseg.models.preprocess`, re-exported here):
 resize the frame by `scale` (cv2 INTER_AREA), RGB / 255, minus `mean`, over `std`, zero-pad right
@@ -18,6 +23,7 @@ probabilities of the horizontal flip and of each scale factor in `tta_scales` (t
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -52,22 +58,73 @@ def _to_batch(images) -> np.ndarray:
 
 
 class Segmenter:
-    def __init__(self, model: nn.Module, classes: TaskClasses, preprocess: Preprocess,
+    def __init__(self, model, classes: TaskClasses, preprocess: Preprocess,
                  tta_scales: Sequence[float] = (0.75, 1.0, 1.25), device: str | torch.device | None = None,
-                 meta: dict | None = None, batch_size: int = 4):
+                 meta: dict | None = None, batch_size: int = 4, runtime: str = "torch",
+                 amp_dtype: torch.dtype | None = None, channels_last: bool = False):
+        """`model`: a torch module, or any callable N x 3 x H x W float tensor -> logits tensor (an
+        `OnnxModel`, an exported program's module). `amp_dtype` / `channels_last`: CUDA settings."""
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = model.to(self.device).eval()
+        if isinstance(model, nn.Module):
+            model = model.to(self.device)
+            if not isinstance(model, torch.fx.GraphModule):  # an exported program's module has no eval()
+                model = model.eval()
+            if channels_last:
+                model = model.to(memory_format=torch.channels_last)
+        self.model = model
         self.classes = classes
         self.preprocess = preprocess
         self.tta_scales = tuple(tta_scales)
         self.meta = meta or {}
         self.batch_size = batch_size
+        self.runtime = runtime
+        self.amp_dtype = amp_dtype
+        self.channels_last = channels_last
 
     # ---- loading -------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> "Segmenter":
-        """From a model folder (export or checkpoint), a run folder (its `best/`), local or fsspec URI."""
+    def load(cls, path: str | os.PathLike, device: str | torch.device | None = None, runtime: str | None = None,
+             threads: int = 0, model_resolution: bool = False) -> "Segmenter":
+        """The one model loader: every job that predicts calls it. `path`, local or fsspec URI:
+
+            model folder        model.json + model.safetensors / checkpoint.pt; a run folder: its best/
+            model.onnx          ONNX Runtime; classes and preprocessing from its metadata (else a
+                                model.json beside it)
+            model.pt2           torch.export program; model.json inside (extra file)
+            model.ts            TorchScript (deprecated), model.json beside it
+            sam_trained.pt      a SAM semantic-head checkpoint (`playerseg train sam`, mode head)
+
+        `runtime`: None = the file's own (a folder: eager torch), or "auto" | "torch" |
+        "onnxruntime" (`playerseg.models.runtime`): a model folder on "onnxruntime" runs its ONNX
+        export, made once into the cache. `threads`: ONNX Runtime intra-op threads (0 = torch's).
+        `model_resolution=True`: frames arrive already resized by the model's scale (the inference
+        decode task), so the model runs them at scale 1 (TTA scales stay relative to it).
+        """
+        from playerseg.models import runtime as rt
+
         path = str(path)
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        kind = next((k for k, ends in _FILE_KINDS.items() if path.endswith(ends)), "folder")
+        want = rt.resolve(runtime, dev) if runtime else ("onnxruntime" if kind == "onnx" else "torch")
+        if want == "onnxruntime" and kind not in ("onnx", "folder"):
+            if runtime == "auto":
+                want = "torch"
+            else:
+                raise ValueError(f"{path}: runtime onnxruntime runs model folders and .onnx files, not a {kind} file")
+        if kind == "folder" and want == "onnxruntime" and runtime == "auto" and not rt.can_export_onnx():
+            want = "torch"  # a folder reaches ONNX Runtime through the exporter; without it, eager torch
+        if kind == "onnx" and want != "onnxruntime":
+            raise ValueError(f"{path}: an ONNX file runs on runtime onnxruntime; for torch give its model folder or .pt2")
+        if kind == "folder":
+            seg = cls._load_folder(path, dev, want, threads)
+        else:
+            seg = _LOADERS[kind](path, dev, threads)
+        if model_resolution:
+            seg.preprocess = seg.preprocess.at_model_resolution()
+        return seg
+
+    @classmethod
+    def _load_folder(cls, path: str, device: torch.device, runtime: str, threads: int) -> "Segmenter":
         if "://" in path and not path.startswith("file://"):
             from playerseg.io import filesystem
 
@@ -75,7 +132,7 @@ class Segmenter:
             tmp = tempfile.mkdtemp(prefix="playerseg-model-")
             try:
                 fs.get(fpath.rstrip("/") + "/", tmp + "/", recursive=True)
-                return cls.load(tmp, device)
+                return cls._load_folder(tmp, device, runtime, threads)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         root = Path(path.removeprefix("file://"))
@@ -90,15 +147,22 @@ class Segmenter:
         if (root / WEIGHTS_FILE).is_file():
             from safetensors.torch import load_file
 
-            state = load_file(str(root / WEIGHTS_FILE))
+            weights = root / WEIGHTS_FILE
+            state = load_file(str(weights))
         elif (root / CHECKPOINT_FILE).is_file():
-            state = torch.load(root / CHECKPOINT_FILE, map_location="cpu", weights_only=False)["model"]
+            weights = root / CHECKPOINT_FILE
+            state = torch.load(weights, map_location="cpu", weights_only=False)["model"]
         else:
             raise FileNotFoundError(f"{root}: neither {WEIGHTS_FILE} nor {CHECKPOINT_FILE}")
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-        preprocess = Preprocess.from_dict(meta["preprocess"])
-        return cls(model, TaskClasses(tuple(meta["classes"])), preprocess,
-                   tta_scales=meta.get("tta_scales", (0.75, 1.0, 1.25)), device=device, meta=meta)
+        classes, preprocess, tta = _meta_parts(meta)
+        if runtime == "onnxruntime":
+            from playerseg.models.runtime import OnnxModel, cached_onnx
+
+            onnx_path = cached_onnx(weights, meta, model, classes, preprocess)
+            return cls(OnnxModel(str(onnx_path), threads, device), classes, preprocess, tta, "cpu", meta,
+                       runtime="onnxruntime")
+        return cls(model, classes, preprocess, tta, device, meta, **_torch_settings(device))
 
     # ---- prediction ----------------------------------------------------------------------
     @torch.inference_mode()
@@ -109,7 +173,10 @@ class Segmenter:
         x = self.preprocess.pad(self.preprocess.normalize(x))
         if flip:
             x = x.flip(-1)
-        logits = self.model(x).float()
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            logits = self.model(x).float()
         if flip:
             logits = logits.flip(-1)
         logits = logits[..., : resized.shape[1], : resized.shape[2]]
@@ -139,3 +206,85 @@ def model_meta(model_cfg: ModelConfig, classes: TaskClasses, preprocess: Preproc
     """The `model.json` of a checkpoint or an export."""
     return {"format": FORMAT, "model": asdict(model_cfg), "classes": list(classes.names),
             "preprocess": asdict(preprocess), "tta_scales": list(tta_scales), **extra}
+
+
+# ---- the single-file kinds of Segmenter.load ---------------------------------------------------
+_FILE_KINDS = {"onnx": ".onnx", "pt2": ".pt2", "torchscript": (".ts", ".torchscript"), "sam_head": ".pt"}
+
+
+def _meta_parts(meta: dict) -> tuple[TaskClasses, Preprocess, tuple]:
+    """(classes, preprocessing, TTA scales) of a model.json."""
+    preprocess = Preprocess.from_dict(meta["preprocess"])
+    return TaskClasses(tuple(meta["classes"])), preprocess, tuple(meta.get("tta_scales", (0.75, 1.0, 1.25)))
+
+
+def _torch_settings(device: torch.device) -> dict:
+    """Eager torch on CUDA: channels_last and fp16 / bf16 autocast; nothing on CPU."""
+    from playerseg.models.runtime import cuda_precision
+
+    return {"amp_dtype": cuda_precision(device), "channels_last": device.type == "cuda"}
+
+
+def _read_bytes(path: str) -> bytes:
+    import fsspec
+
+    with fsspec.open(path, "rb") as f:
+        return f.read()
+
+
+def _meta_beside(path: str) -> dict:
+    import posixpath
+
+    import fsspec
+
+    with fsspec.open(posixpath.join(posixpath.dirname(path), META_FILE), "r") as f:
+        return json.load(f)
+
+
+def _load_onnx(path: str, device: torch.device, threads: int) -> Segmenter:
+    from playerseg.models.formats import read_onnx_meta
+    from playerseg.models.runtime import OnnxModel
+
+    model = OnnxModel(_read_bytes(path), threads, device)
+    meta = read_onnx_meta(model.session) or _meta_beside(path)
+    classes, preprocess, tta = _meta_parts(meta)
+    return Segmenter(model, classes, preprocess, tta, "cpu", meta, runtime="onnxruntime")
+
+
+def _load_pt2(path: str, device: torch.device, threads: int) -> Segmenter:
+    from playerseg.models.formats import read_pt2
+
+    module, meta = read_pt2(_read_bytes(path), str(device))
+    classes, preprocess, tta = _meta_parts(meta or _meta_beside(path))
+    # the exported graph is fixed fp32 / contiguous: no autocast or channels_last around it
+    return Segmenter(module, classes, preprocess, tta, device, meta)
+
+
+def _load_torchscript(path: str, device: torch.device, threads: int) -> Segmenter:
+    import io
+
+    module = torch.jit.load(io.BytesIO(_read_bytes(path)), map_location="cpu")
+    meta = _meta_beside(path)
+    classes, preprocess, tta = _meta_parts(meta)
+    return Segmenter(module, classes, preprocess, tta, device, meta)
+
+
+def _load_sam_head(path: str, device: torch.device, threads: int) -> Segmenter:
+    """A SAM semantic-head checkpoint (`playerseg train sam --set sam.mode=head`): frozen SAM
+    encoder + head, same normalised input as the Unets; frames at half size (SAM resizes to its own
+    1024 px input)."""
+    from playerseg.sam.checkpoint import load_trained
+    from playerseg.sam.head import build_sam_head
+
+    state = load_trained(path)
+    if state.get("mode") != "head" or not state.get("head"):
+        raise ValueError(f"{path}: a SAM {state.get('mode')!r} checkpoint has no semantic head; "
+                         "use it for refinement (--sam-checkpoint) instead")
+    names = ((state.get("config") or {}).get("data") or {}).get("classes") or TaskClasses().names
+    model = build_sam_head(state["num_classes"], state["model_type"], state["base_checkpoint"], path,
+                           hidden=state.get("head_hidden") or 128)
+    return Segmenter(model, TaskClasses(tuple(names)), Preprocess(scale=0.5), device=device,
+                     meta={"format": "playerseg-sam-head", "path": path})
+
+
+_LOADERS = {"onnx": _load_onnx, "pt2": _load_pt2, "torchscript": _load_torchscript, "sam_head": _load_sam_head}

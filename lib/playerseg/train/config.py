@@ -121,7 +121,7 @@ def add_run_arguments(p, batch_help: str = "batch per worker (run.batch_size)") 
 @dataclass
 class ExportConfig:
     dir: str = ""  # also write the best model here (e.g. models/unet_acme); "" = only <run>/export
-    formats: list[str] = field(default_factory=lambda: ["safetensors", "torchscript"])
+    formats: list[str] = field(default_factory=lambda: ["safetensors", "torchscript"])  # + onnx, pt2
     half: bool = True  # safetensors weights in fp16
 
 
