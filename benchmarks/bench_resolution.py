@@ -61,6 +61,7 @@ def main() -> None:
     p.add_argument("--heights", default="540,720,900,1080")
     p.add_argument("--data-from", default="configs/unet_broadcast.yaml")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--worst", type=int, default=4, help="frames in each source's gallery")
     p.add_argument("--max-samples", type=int, default=0, help="frames per source (0 = the whole val split)")
     p.add_argument("--out", default="outputs/resolution")
     args = p.parse_args()
@@ -70,7 +71,7 @@ def main() -> None:
     rows = []
     for model in args.models.split(","):
         for height in [int(h) for h in args.heights.split(",")]:
-            cfg = EvaluateConfig(checkpoint=model, data_from=args.data_from, split="val", worst=0,
+            cfg = EvaluateConfig(checkpoint=model, data_from=args.data_from, split="val", worst=args.worst,
                                  out=f"{args.out}/{Path(model).name}_h{height}", target_height=height,
                                  max_samples=args.max_samples, device="cpu")
             t0 = time.perf_counter()
