@@ -342,9 +342,13 @@ def check_config(cfg: ClusterConfig) -> None:
         cfg.model = "" if cfg.model == "imagenet" else model_or_default(cfg.model)
 
 
+def config_from_args(args: argparse.Namespace) -> ClusterConfig:
+    return cfgmod.from_args(ClusterConfig, args, {"inputs": "inputs", "predictions": "predictions", "model": "model",
+                                                  "address": "address"})
+
+
 def run(args: argparse.Namespace) -> int:
-    cfg = cfgmod.from_args(ClusterConfig, args, {"inputs": "inputs", "predictions": "predictions", "model": "model",
-                                                 "address": "address"})
+    cfg = config_from_args(args)
     check_config(cfg)
     summary = cluster(cfg)
     print(json.dumps(summary, indent=2))

@@ -300,6 +300,10 @@ _FLAGS = {k: k for k in ("source", "out", "predictions", "ground_truth", "video_
                          "fps", "start", "end", "segment_seconds", "num_cpus", "concurrency", "address")}
 
 
+def config_from_args(args: argparse.Namespace) -> RenderConfig:
+    return cfgmod.from_args(RenderConfig, args, _FLAGS)
+
+
 def check_config(cfg: RenderConfig) -> None:
     """What can be named before Ray starts (ConfigError): source, output, predictions."""
     if not cfg.source:
@@ -313,7 +317,7 @@ def check_config(cfg: RenderConfig) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = cfgmod.from_args(RenderConfig, args, _FLAGS)
+    cfg = config_from_args(args)
     check_config(cfg)
     if not cfg.predictions:  # segment the source first, with the named or the committed model
         from playerseg.infer.infer_cmd import print_summary
