@@ -31,6 +31,7 @@ from playerseg.infer.pipeline import InferConfig
 from playerseg.io import shared_data_dir
 
 log = logging.getLogger(__name__)
+UNIT_SECONDS = 2.0  # inference / render work unit in the demo
 TRAIN_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "unet_acme.yaml"
 
 
@@ -85,11 +86,9 @@ def train_small(out: Path, epochs: int) -> str:
 
 
 def pick_model(args, out: Path) -> tuple[str, str]:
-    from playerseg.config import require_path
     from playerseg.models import DEFAULT_MODEL
 
     if args.model and not args.train_epochs:
-        require_path(args.model, "model", "check --model (a model folder, checkpoint or run folder)")
         return args.model, "given"
     if DEFAULT_MODEL.is_dir() and not args.train_epochs:
         return str(DEFAULT_MODEL), "the committed model"
@@ -110,6 +109,8 @@ def run(args) -> int:
         raise ConfigError(f"--seconds {args.seconds}: must be more than 0 (or --whole for the whole clips)")
     for item in args.inputs:
         require_path(item, "input", "give videos or folders of videos")
+    if args.model:
+        require_path(args.model, "model", "check --model (a model folder, checkpoint or run folder)")
     end = None if args.whole else args.seconds
     out = Path(args.output).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -118,8 +119,9 @@ def run(args) -> int:
     model, model_source = pick_model(args, out)
     print(f"demo: {len(videos)} video(s) ({source}), {'whole clips' if end is None else f'first {end:g} s of each'}; "
           f"model {model} ({model_source})", flush=True)
+    # short units: progress every few seconds of video, and the clips spread over the model actors
     cfg = from_args(InferConfig, args, base={"model": model, "inputs": videos, "output": str(out / "infer"),
-                                              "end": end})
+                                              "end": end, "segment_seconds": UNIT_SECONDS})
     summary = run_inference(cfg, overwrite=True)
     renders, clips, render_failures = [], [], []
     for video in videos:
@@ -127,7 +129,7 @@ def run(args) -> int:
         target = out / "render" / f"{Path(video).stem}_overlay.mp4"
         try:
             run_render(RenderConfig(source=video, predictions=summary["predictions"], out=str(target),
-                                    video_id=vid, labels=True, end=end))
+                                    video_id=vid, labels=True, end=end, segment_seconds=UNIT_SECONDS))
             renders.append(str(target))
             clips.append(clip_report(str(out), vid, str(target.relative_to(out)), summary["predictions"],
                                      summary["frames"]))

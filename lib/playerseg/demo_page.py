@@ -152,7 +152,7 @@ def clip_report(out: str, video_id: str, overlay: str, predictions: str, frames:
 def chart_svg(seconds: list[float], series: dict[str, tuple[list[int], str]], width: int = 640,
               height: int = 160) -> str:
     """An inline SVG line chart: one polyline per series (values per frame) over `seconds`."""
-    pad_l, pad_b, pad_t, pad_r = 36, 22, 8, 8
+    pad_l, pad_b, pad_t, pad_r = 36, 22, 8, 24
     if not seconds:
         return "<p>no frames</p>"
     t0, t1 = min(seconds), max(seconds)
@@ -179,6 +179,13 @@ def chart_svg(seconds: list[float], series: dict[str, tuple[list[int], str]], wi
                      f'<title>{html.escape(name)}</title></polyline>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+# once loaded, the page says on <body data-images="..."> whether every picture decoded (`ok N` or
+# `broken: <names>`): what tests/test_demo_page.py reads back from headless Chromium
+CHECK_IMAGES = ("<script>addEventListener('load',function(){var i=Array.from(document.images),"
+                "b=i.filter(function(x){return !(x.complete&&x.naturalWidth>0)}).map(function(x){return x.src});"
+                "document.body.dataset.images=b.length?'broken: '+b.join(' '):'ok '+i.length})</script>")
 
 
 def write_index(out: str, clips: list[ClipReport], failures: list[str], facts: dict[str, str]) -> str:
@@ -216,7 +223,7 @@ def write_index(out: str, clips: list[ClipReport], failures: list[str], facts: d
             "body{font-family:sans-serif;margin:2em;max-width:1320px}img.sheet{max-width:100%}"
             ".thumbs{display:flex;flex-wrap:wrap;gap:8px}figure{margin:0}figure img{width:320px}"
             "figcaption{font-size:12px}table.facts th{text-align:left;padding-right:1em}"
-            "</style></head><body>" + "\n".join(body) + "</body></html>\n")
+            "</style></head><body>" + "\n".join(body) + CHECK_IMAGES + "</body></html>\n")
     path = os.path.join(out, "index.html")
     from playerseg.io import write_bytes_atomic
 

@@ -56,6 +56,7 @@ class Progress:
         self.stream = stream or sys.stderr
         self.done = 0
         self.start = time.monotonic()
+        self._first: tuple[float, int] | None = None  # (time, done) at the first update: start-up excluded
         self._bar = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -72,6 +73,8 @@ class Progress:
 
     def update(self, n: int = 1) -> None:
         with self._lock:
+            if self._first is None:
+                self._first = (time.monotonic(), n)
             self.done += n
         if self._bar is not None:
             self._bar.update(n)
@@ -89,6 +92,9 @@ class Progress:
             text += f" {units}"
         if not self.done:
             return text + f", starting ({_duration(elapsed)})"
+        t_first, n_first = self._first or (self.start, 0)
+        if time.monotonic() - t_first > 1 and self.done > n_first:  # the rate since work arrived
+            rate = (self.done - n_first) / (time.monotonic() - t_first)
         text += f", {rate:.1f} {units}/s"
         if self.total and rate > 0:
             text += f", ETA {_duration(max(0, self.total - self.done) / rate)}"
