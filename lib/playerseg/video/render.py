@@ -246,7 +246,8 @@ def run_render(cfg: RenderConfig) -> dict:
         raise cfgmod.ConfigError("render: no source given")
     init_ray(cfg.address)
     kind, vid, fps, chunks = open_source(cfg)
-    opts = {k: getattr(cfg, k) for k in ("predictions", "ground_truth", "mode", "color_by", "labels", "alpha", "min_score", "crf", "preset")}
+    opts = {k: getattr(cfg, k) for k in ("predictions", "ground_truth", "mode", "color_by", "labels", "alpha", "min_score", "crf", "preset",
+                                 "start", "end")}
     tag = hashlib.sha1(json.dumps([opts, fps]).encode()).hexdigest()[:8]
     parts_dir = f"{cfg.out}.parts"
     parts = [f"{parts_dir}/{tag}-{c.start:06d}-{c.end:06d}.mp4" for c in chunks]
