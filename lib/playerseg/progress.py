@@ -91,7 +91,7 @@ class Progress:
         else:
             text += f" {units}"
         if not self.done:
-            return text + f", starting ({_duration(elapsed)})"
+            return text + f", waiting for the first results ({_duration(elapsed)})"
         t_first, n_first = self._first or (self.start, 0)
         if time.monotonic() - t_first > 1 and self.done > n_first:  # the rate since work arrived
             rate = (self.done - n_first) / (time.monotonic() - t_first)
