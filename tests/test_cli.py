@@ -1,9 +1,15 @@
 """One console script: every job file runs a registered command, every command builds its parser."""
 import ast
+import os
+import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+import playerseg
 from playerseg.cli import COMMANDS, build_parser, main
 from playerseg.train_cmd import FAMILIES
 
@@ -35,14 +41,6 @@ def test_every_command_builds_its_parser_and_help_lists_them(capsys):
 
 
 # ---- a newcomer's mistakes: one line, exit status 2, no traceback --------------------------
-import os
-import re
-import shlex
-import subprocess
-import sys
-
-import playerseg
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -170,8 +168,6 @@ def readme_lines() -> list[str]:
 
 def help_example_lines() -> list[str]:
     import importlib
-
-    from playerseg.train_cmd import FAMILIES
 
     modules = [m for m, _ in COMMANDS.values()] + [m for m, _ in FAMILIES.values()]
     return [l for m in modules for l in command_lines(importlib.import_module(m).__doc__ or "", ("playerseg ",))]
