@@ -123,6 +123,13 @@ def test_render_overlay_and_side_by_side(videos, tmp_path):
     assert video_stats(out2)["frames"] == 48 and video_stats(out2)["width"] == 3 * 96
 
 
+def test_render_a_time_range(videos, tmp_path):
+    """--start/--end keep the frames with start <= pts < end (the demo's first seconds of a clip)."""
+    out = str(tmp_path / "range.mp4")
+    run_render(RenderConfig(source=str(videos / "clip.mp4"), out=out, start=0.4, end=1.2, segment_seconds=0.5))
+    assert video_stats(out)["frames"] == 20  # frames 10..29 at 25 fps
+
+
 def test_render_from_extracted_images(videos, tmp_path):
     run_extract(ExtractConfig(inputs=[str(videos / "clip.mp4")], out=str(tmp_path / "fr"), segment_seconds=1.0))
     out = str(tmp_path / "from_images.mp4")

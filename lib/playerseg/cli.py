@@ -2,18 +2,28 @@
 
 Each command lives in its own module exposing `add_arguments(parser)` and `run(args) -> int`;
 modules are imported only when their command runs, so `playerseg --help` stays fast.
-Adding a job is adding a module and a line here.
+Adding a job is adding a module and a line here. The examples of `playerseg COMMAND --help` are
+the `playerseg ...` lines of the module's docstring.
+
+A mistake of the person running a command (a missing file, a bad flag value, an unknown `--set`
+key, a missing model, an unreadable config: `USER_ERRORS`) ends as one line on stderr and exit
+status 2, here and nowhere else; `--debug` (or PLAYERSEG_DEBUG=1) shows the traceback instead.
+Failures inside a batch are the jobs' own business: reported in their summary, exit status 1.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import logging
+import os
 import sys
+
+from playerseg.config import ConfigError
+from playerseg.data.errors import DataError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, one-line help)  -- keep one line per command
-    "demo": ("playerseg.demo", "the whole pipeline on this machine: local Ray, sample clips, model, inference, overlay video"),
+    "demo": ("playerseg.demo", "the whole pipeline on this machine: local Ray, sample clips, model, inference, overlay video, index.html"),
     "infer": ("playerseg.infer.infer_cmd", "segment players / LED boards in videos on Ray: instances to Parquet + COCO JSON"),
     "cluster": ("playerseg.players.cluster_cmd", "team assignment (k-means on player embeddings) and LED / truncated / merged flags, written into inference outputs"),
     "extract": ("playerseg.video.extract", "frames of videos as JPEG/PNG files or Parquet rows (Ray, sharded)"),
@@ -25,31 +35,110 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tune": ("playerseg.tune.tune_cmd", "hyperparameter sweep (Ray Tune, ASHA/PBT) over `playerseg train`: results table, best config + checkpoint"),
 }
 
+# what a user can fix: printed as one line, exit status 2
+USER_ERRORS = (ConfigError, DataError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+DEBUG_ENV = "PLAYERSEG_DEBUG"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (bad flag values, unknown flags): status 2, no usage dump."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def examples(doc: str | None) -> str | None:
+    """The `playerseg ...` command lines of a docstring (with their `\\` continuations), as an epilog."""
+    lines, keep = [], False
+    for line in (doc or "").splitlines():
+        text = line.strip()
+        if text.startswith("playerseg ") or (keep and text):
+            lines.append("  " + text)
+            keep = text.split("#")[0].rstrip().endswith("\\")
+        else:
+            keep = False
+    return "examples:\n" + "\n".join(lines) if lines else None
+
+
+def _common() -> argparse.ArgumentParser:
+    """Global flags, accepted before or after the command (defaults suppressed so neither overrides)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="debug logging, and Ray's own messages on the console")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help=f"show the traceback of an error (also {DEBUG_ENV}=1)")
+    return p
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    import playerseg
+
+    try:
+        ray = dist_version("ray")
+    except PackageNotFoundError:
+        ray = "not installed"
+    return f"playerseg {playerseg.__version__} (ray {ray}, python {sys.version.split()[0]})"
+
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser of every command, or of `only` (so one command imports only its own module)."""
-    parser = argparse.ArgumentParser(prog="playerseg", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _common()
+    parser = Parser(prog="playerseg", description=__doc__.splitlines()[0], parents=[common])
+    parser.add_argument("--version", action="version", version=version())
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     for name, (module, help_text) in COMMANDS.items():
         if only is not None and name != only:
             continue
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        mod = importlib.import_module(module)
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=examples(mod.__doc__),
+                           formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common])
         p.set_defaults(_module=module)
-        importlib.import_module(module).add_arguments(p)
+        mod.add_arguments(p)
     return parser
+
+
+def one_line(error: BaseException) -> str:
+    """What a user error says, on one line (a Ray task's error: its cause's message)."""
+    error = getattr(error, "cause", None) or error
+    if isinstance(error, OSError) and error.filename and not isinstance(error, DataError):
+        text = f"{error.filename}: {(error.strerror or str(error)).lower()}; check the path"
+    else:
+        text = str(error) or type(error).__name__
+    return " ".join(text.split())
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     names = [a for a in argv if not a.startswith("-")]
     only = names[0] if names and names[0] in COMMANDS else None
-    args = build_parser(only).parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    return int(importlib.import_module(args._module).run(args) or 0)
+    debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    prog = f"playerseg {only}" if only else "playerseg"
+    try:
+        args = build_parser(only).parse_args(argv)
+        verbose = getattr(args, "verbose", False)
+        logging.basicConfig(
+            level=logging.DEBUG if verbose else logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        if verbose:
+            os.environ.setdefault("PLAYERSEG_RAY_VERBOSE", "1")  # playerseg.progress keeps Ray's console output
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except USER_ERRORS as e:
+        if debug:
+            raise
+        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
+        return 2
+    except SystemExit as e:  # `raise SystemExit("message")`: a user error too
+        if isinstance(e.code, str) and not debug:
+            print(f"{prog}: error: {' '.join(e.code.split())}", file=sys.stderr)
+            return 2
+        raise
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -19,7 +19,27 @@ T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    pass
+    """A mistake in what a command was given: a flag value, a `--set` key, a config file, an input
+    path, a model. `playerseg` prints it as one line (no traceback) and exits with status 2."""
+
+
+def require_path(path: str | Path, what: str, hint: str = "", kind: str = "any") -> None:
+    """Raise ConfigError unless the local `path` exists (`kind`: "file", "dir" or "any"); URIs
+    (s3://...) are left to the job, since checking them costs a round trip."""
+    text = str(path)
+    if "://" in text and not text.startswith("file://"):
+        return
+    p = Path(text.removeprefix("file://"))
+    if any(c in text for c in "*?["):
+        import glob
+
+        if not glob.glob(str(p), recursive=True):
+            raise ConfigError(f"{what} {text}: the pattern matches nothing" + (f"; {hint}" if hint else ""))
+        return
+    ok = {"file": p.is_file, "dir": p.is_dir}.get(kind, p.exists)()
+    if not ok:
+        problem = "no such file or folder" if not p.exists() else f"not a {'folder' if kind == 'dir' else 'file'}"
+        raise ConfigError(f"{what} {text}: {problem}" + (f"; {hint}" if hint else ""))
 
 
 def _is_dataclass_type(tp) -> bool:

@@ -1,17 +1,22 @@
-"""`playerseg demo`: the whole pipeline on a fresh machine, no cluster needed.
+"""`playerseg demo`: the whole pipeline on a fresh machine, no cluster needed, in a few minutes.
 
-    playerseg demo                                   # sample clips + committed model (or a quick one)
-    playerseg demo --model runs/unet/best --output outputs/demo
+    playerseg demo                                   # first 4 s of each sample clip, committed model
+    playerseg demo --whole                           # the whole clips
+    playerseg demo --seconds 10 --out outputs/demo10
+    playerseg demo --model models/unet_effl0_acme --out outputs/demo
     playerseg demo --train-epochs 4                  # always train the small model first
 
 1. starts local Ray (or joins `--address`);
 2. inputs: the sample clips in `../shared/data/videos` when present, else a synthetic clip it
-   generates (synthetic scenes: for trying the machinery, not for judging accuracy);
-3. model: `--model` when given, else the committed `models/unet_effl0_acme` when present, else it
-   trains a small Unet for a few minutes with `playerseg train unet` (Acme frames when present,
-   else a synthetic set);
+   generates (synthetic scenes: for trying the machinery, not for judging accuracy); the first
+   `--seconds` of each (`--whole`: all of it);
+3. model: `--model` when given, else the committed model (`playerseg.models.DEFAULT_MODEL`) when
+   present, else it trains a small Unet for a few minutes with `playerseg train unet` (Acme frames
+   when present, else a synthetic set);
 4. `playerseg infer` over the inputs, then `playerseg render` of each video's overlay;
-5. prints where every output is and a summary.
+5. per clip a contact sheet PNG beside the overlay mp4, and `<out>/index.html` (open it from disk:
+   sheets, players per frame over time, frames with players over LED boards, failures);
+6. prints where every output is and a summary.
 """
 from __future__ import annotations
 
@@ -26,14 +31,17 @@ from playerseg.infer.pipeline import InferConfig
 from playerseg.io import shared_data_dir
 
 log = logging.getLogger(__name__)
-COMMITTED_MODEL = Path(__file__).resolve().parents[2] / "models" / "unet_effl0_acme"
+UNIT_SECONDS = 2.0  # inference / render work unit in the demo
 TRAIN_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "unet_acme.yaml"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="*", help="videos / folders (default: ../shared/data/videos, else synthetic)")
     p.add_argument("--model", help="a trained model / checkpoint / run folder (default: committed model, else train)")
-    p.add_argument("--output", default="outputs/demo", help="where everything goes (default outputs/demo)")
+    p.add_argument("--out", "--output", dest="output", default="outputs/demo",
+                   help="where everything goes (default outputs/demo)")
+    p.add_argument("--seconds", type=float, default=4.0, help="the first this many seconds of each clip (default 4)")
+    p.add_argument("--whole", action="store_true", help="the whole clips (a few minutes on 2 CPUs)")
     p.add_argument("--train-epochs", type=int, default=0,
                    help="train the small model for this many epochs even if a model exists (default 4 when training)")
     p.add_argument("--address", help="Ray cluster address (default: local Ray)")
@@ -78,45 +86,73 @@ def train_small(out: Path, epochs: int) -> str:
 
 
 def pick_model(args, out: Path) -> tuple[str, str]:
+    from playerseg.models import DEFAULT_MODEL
+
     if args.model and not args.train_epochs:
         return args.model, "given"
-    if COMMITTED_MODEL.is_dir() and not args.train_epochs:
-        return str(COMMITTED_MODEL), "the committed model"
+    if DEFAULT_MODEL.is_dir() and not args.train_epochs:
+        return str(DEFAULT_MODEL), "the committed model"
     return train_small(out, args.train_epochs or 4), "trained just now (small, few minutes)"
 
 
 def run(args) -> int:
+    from playerseg.config import ConfigError, require_path
+    from playerseg.demo_page import clip_report, write_index
     from playerseg.infer.infer_cmd import print_summary
     from playerseg.infer.pipeline import run_inference
+    from playerseg.video.probe import video_id_for
     from playerseg.video.render import RenderConfig, run_render
     from playerseg.video.source import init_ray
 
     t0 = time.time()
+    if not args.whole and args.seconds <= 0:
+        raise ConfigError(f"--seconds {args.seconds}: must be more than 0 (or --whole for the whole clips)")
+    for item in args.inputs:
+        require_path(item, "input", "give videos or folders of videos")
+    if args.model:
+        require_path(args.model, "model", "check --model (a model folder, checkpoint or run folder)")
+    end = None if args.whole else args.seconds
     out = Path(args.output).resolve()
     out.mkdir(parents=True, exist_ok=True)
     init_ray(args.address)
     videos, source = demo_inputs(args.inputs, out)
     model, model_source = pick_model(args, out)
-    cfg = from_args(InferConfig, args, base={"model": model, "inputs": videos, "output": str(out / "infer")})
+    print(f"demo: {len(videos)} video(s) ({source}), {'whole clips' if end is None else f'first {end:g} s of each'}; "
+          f"model {model} ({model_source})", flush=True)
+    # short units: progress every few seconds of video, and the clips spread over the model actors
+    cfg = from_args(InferConfig, args, base={"model": model, "inputs": videos, "output": str(out / "infer"),
+                                              "end": end, "segment_seconds": UNIT_SECONDS})
     summary = run_inference(cfg, overwrite=True)
-    renders, render_failures = [], []
+    renders, clips, render_failures = [], [], []
     for video in videos:
+        vid = video_id_for(video)
         target = out / "render" / f"{Path(video).stem}_overlay.mp4"
         try:
             run_render(RenderConfig(source=video, predictions=summary["predictions"], out=str(target),
-                                    video_id=Path(video).stem, labels=True))
+                                    video_id=vid, labels=True, end=end, segment_seconds=UNIT_SECONDS))
             renders.append(str(target))
+            clips.append(clip_report(str(out), vid, str(target.relative_to(out)), summary["predictions"],
+                                     summary["frames"]))
         except Exception as e:  # a render failure is reported; the inference outputs stand
             render_failures.append(f"{video}: {e}")
+    failures = [f"{f['what']}: {f['error']}" for f in summary["failures"]] + [f"render {f}" for f in render_failures]
+    page = write_index(str(out), clips, failures, {
+        "inputs": f"{len(videos)} video(s), {source}", "model": f"{model} ({model_source})",
+        "frames": f"{summary['frames_written']} ({'whole clips' if end is None else f'first {end:g} s of each clip'})",
+        "inference": f"{summary['wall_seconds']} s, {summary['frames_per_second']} frames/s",
+        "total": f"{time.time() - t0:.0f} s"})
     print("\n=== playerseg demo ===")
-    print(f"inputs : {len(videos)} video(s), {source}")
+    print(f"inputs : {len(videos)} video(s), {source}" + ("" if end is None else f", first {end:g} s of each (--whole: all)"))
     print(f"model  : {model} ({model_source})")
     print_summary(summary)
-    for r in renders:
+    for r, c in zip(renders, clips):
         print(f"  overlay     : {r}")
+        if c.sheet:
+            print(f"  sheet       : {out / c.sheet}")
     for f in render_failures:
         print(f"  render FAILED: {f}")
-    print(f"total {time.time() - t0:.0f} s; Ray dashboard/logs: `ray status`, /tmp/ray/session_latest/logs")
+    print(f"  page        : {page}   <- open this")
+    print(f"total {time.time() - t0:.0f} s; Ray logs: /tmp/ray/session_latest/logs")
     (out / "demo.json").write_text(json.dumps({"inputs": videos, "model": model, "renders": renders,
-                                               "summary": summary}, indent=2, default=str))
+                                               "page": page, "summary": summary}, indent=2, default=str))
     return 1 if summary["failures"] or render_failures else 0

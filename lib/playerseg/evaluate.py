@@ -1,8 +1,11 @@
 """`playerseg evaluate`: a checkpoint on a dataset split -> metrics, a Markdown report and a gallery
 of the worst frames.
 
-    playerseg evaluate --checkpoint runs/train/best --data-root ../shared/data/acme-football-semseg \
-        --split val --out runs/eval --tta --worst 8 [--config eval.yaml] [--set batch_size=2]
+    playerseg evaluate --data-root ../shared/data/acme-football-semseg --split val --out outputs/eval
+    playerseg evaluate --checkpoint models/unet_effl0_acme --data-root ../shared/data/acme-football-semseg --split val --out outputs/eval --tta --worst 8 --set batch_size=2
+    playerseg evaluate --data-root ../shared/data/football-players-detection --set data.format=yolo --split all --out outputs/eval_yolo
+
+Without `--checkpoint` (or `--model`) the committed model (`playerseg.models.DEFAULT_MODEL`) is evaluated.
 
 Writes to `--out`:
     report.md          per-class IoU / Dice / boundary F, players-over-LED IoU, instance AP, worst frames
@@ -440,7 +443,8 @@ def _keep_panel(panels: list, sample: Sample, pred: np.ndarray, value: float, cl
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     config_lib.add_config_arguments(parser, EvaluateConfig)
-    parser.add_argument("--checkpoint", help="model checkpoint (Segmenter.load)")
+    parser.add_argument("--checkpoint", "--model", dest="checkpoint",
+                        help="model checkpoint (Segmenter.load); default: the committed model")
     parser.add_argument("--data-root", help="dataset folder (data.root)")
     parser.add_argument("--split", choices=SPLITS, help="which split to evaluate (default val)")
     parser.add_argument("--out", help="output folder for report.md, metrics.json, worst_frames.png")
@@ -463,10 +467,28 @@ def config_from_args(args: argparse.Namespace) -> EvaluateConfig:
     return config_lib.from_args(EvaluateConfig, args, _FLAGS)
 
 
+def check_config(cfg: EvaluateConfig) -> None:
+    """The mistakes that can be named before any work (ConfigError): no dataset, a dataset folder
+    that is not there, a YOLO folder without data.yaml; no checkpoint means the committed model."""
+    from pathlib import Path
+
+    from playerseg.models import model_or_default
+
+    if not cfg.checkpoint:
+        cfg.checkpoint = model_or_default(None, "--checkpoint")
+    root = cfg.data.root
+    if not root and not cfg.data.annotations:
+        raise config_lib.ConfigError("no dataset: pass --data-root <dataset folder>, "
+                                     "e.g. --data-root ../shared/data/acme-football-semseg")
+    if root:
+        config_lib.require_path(root, "--data-root", "pass the dataset folder", kind="dir")
+    if cfg.data.format == "yolo" and root and "://" not in root and not (Path(root) / "data.yaml").is_file():
+        raise config_lib.ConfigError(f"--data-root {root}: a YOLO folder needs data.yaml (`names:` the class names "
+                                     "in id order); give the folder that holds data.yaml")
+
+
 def run(args: argparse.Namespace) -> int:
-    try:
-        cfg = config_from_args(args)
-    except config_lib.ConfigError as e:
-        raise SystemExit(f"config error: {e}") from None
+    cfg = config_from_args(args)
+    check_config(cfg)
     results = evaluate(cfg)
     return 0 if results.get("num_images") else 1

@@ -1,6 +1,6 @@
 """`playerseg synth`: write a synthetic broadcast set (for tests and scale benchmarks only).
 
-    playerseg synth --out runs/synth --frames 100 --width 1280 --height 720 --fps 25 --seed 0
+    playerseg synth --out outputs/synth --frames 100 --width 1280 --height 720 --fps 25 --seed 0
 
 Writes images/, masks/ + classes.json (read by the `acme` reader), annotations.json (COCO, read
 by the `coco` reader) and video.mp4. Synthetic scenes are never a stand-in for real results.
@@ -24,12 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from playerseg.config import ConfigError
     from playerseg.data.synthetic import generate
 
     if args.frames < 1:
-        raise SystemExit("--frames must be at least 1")
-    if args.width % 2 or args.height % 2:
-        raise SystemExit(f"--width and --height must be even (H.264), got {args.width}x{args.height}")
+        raise ConfigError(f"--frames {args.frames}: must be at least 1")
+    if args.width % 2 or args.height % 2 or args.width < 2 or args.height < 2:
+        raise ConfigError(f"--width and --height must be even (H.264), got {args.width}x{args.height}")
     paths = generate(args.out, args.frames, (args.width, args.height), args.fps, args.seed, args.people)
     for name, path in paths.items():
         log.info("%s: %s", name, path)

@@ -1,9 +1,11 @@
 """`playerseg infer`: segment players and LED boards in videos / frame folders / Parquet, on Ray.
 
-    playerseg infer ../shared/data/videos --model models/unet_effl0_acme --output outputs/infer
-    playerseg infer s3://archive/2024/ --model s3://runs/unet/best --set resources.gpus_per_actor=0.5 \
-        --address auto
-    playerseg render outputs/infer/predictions ...      # overlay video of the results
+    playerseg infer ../shared/data/videos --out outputs/infer            # the committed model
+    playerseg infer ../shared/data/videos/laliga_720p.mp4 --end 5 --out outputs/laliga5s
+    playerseg infer s3://archive/2024/ --model s3://runs/unet/best --out s3://archive/predictions --set resources.gpus_per_actor=0.5 --address auto
+    playerseg render ../shared/data/videos/laliga_720p.mp4 --predictions outputs/infer/predictions --out outputs/laliga.mp4
+
+Without `--model` the committed model (`playerseg.models.DEFAULT_MODEL`) segments.
 
 Outputs (see `playerseg.infer.writer`): predictions/ (one row per instance, COCO RLE at source
 size), frames/ (per-frame class fractions), coco_results.json, summary.json. A re-run skips the
@@ -24,8 +26,10 @@ log = logging.getLogger(__name__)
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="*", help="videos, folders, frame folders, Parquet files (paths or URIs)")
     p.add_argument("--model", help="model / checkpoint / training run folder, exported .onnx / .pt2 / model.ts, "
-                   "or a SAM head checkpoint sam_trained.pt (path or URI)")
-    p.add_argument("--output", help="output folder (path or URI); default outputs/infer")
+                   "or a SAM head checkpoint sam_trained.pt (path or URI); default: the committed model")
+    p.add_argument("--out", "--output", dest="output", help="output folder (path or URI); default outputs/infer")
+    p.add_argument("--start", type=float, help="videos: start at this time (seconds)")
+    p.add_argument("--end", type=float, help="videos: stop before this time (seconds)")
     add_config_arguments(p, InferConfig)
     p.add_argument("--actors", type=int, help="model actors (resources.actors; 0 = fill the cluster)")
     p.add_argument("--gpus-per-actor", type=float, help="GPUs per model actor, fractional allowed")
@@ -41,7 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="discard existing outputs and start over")
 
 
-_FLAGS = {"inputs": "inputs", "model": "model", "output": "output", "tta": "tta", "actors": "resources.actors",
+_FLAGS = {"inputs": "inputs", "model": "model", "output": "output", "start": "start", "end": "end", "tta": "tta",
+          "actors": "resources.actors",
           "gpus_per_actor": "resources.gpus_per_actor", "cpus_per_actor": "resources.cpus_per_actor",
           "batch_size": "resources.batch_size", "runtime": "resources.runtime", "sam_checkpoint": "sam.checkpoint",
           "sam_model_type": "sam.model_type"}
@@ -50,6 +55,22 @@ _FLAGS = {"inputs": "inputs", "model": "model", "output": "output", "tta": "tta"
 def config_from_args(args) -> InferConfig:
     """Defaults, then `--config` file, then `--set` overrides, then the explicit flags."""
     return from_args(InferConfig, args, _FLAGS)
+
+
+def check_config(cfg: InferConfig) -> None:
+    """What can be checked before Ray starts (ConfigError): inputs given and there, the model (the
+    committed one when none is named), the time range."""
+    from playerseg.config import ConfigError, require_path
+    from playerseg.models import model_or_default
+
+    if not cfg.inputs:
+        raise ConfigError("no inputs: give videos, folders, frame folders or Parquet files, "
+                          "e.g. `playerseg infer ../shared/data/videos`")
+    for item in cfg.inputs:
+        require_path(item, "input", "give videos, folders, frame folders or Parquet files")
+    cfg.model = model_or_default(cfg.model)
+    if cfg.start is not None and cfg.end is not None and cfg.end <= cfg.start:
+        raise ConfigError(f"--end {cfg.end} must be after --start {cfg.start}")
 
 
 def print_summary(summary: dict) -> None:
@@ -72,6 +93,7 @@ def run(args) -> int:
     from playerseg.video.source import init_ray
 
     cfg = config_from_args(args)
+    check_config(cfg)
     init_ray(args.address)
     summary = run_inference(cfg, overwrite=args.overwrite)
     print_summary(summary)

@@ -35,6 +35,7 @@ from playerseg.infer.postprocess import PostprocessConfig, class_fractions, inst
 from playerseg.infer.sources import Unit, plan_units, read_unit
 from playerseg.infer.writer import UnitWriter, check_run, is_done
 from playerseg.models.preprocess import Preprocess
+from playerseg.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,8 @@ class InferConfig:
     segment_frames: int = 0  # > 0 overrides segment_seconds
     every: int = 1  # keep every Nth frame
     fps: float | None = None  # keep at most this many frames per second
+    start: float | None = None  # videos: frames from this time on (seconds)
+    end: float | None = None  # videos: frames before this time (seconds), e.g. a quick look at the first 5 s
     tta: bool = False  # test-time augmentation (flip + scales) inside the model
     target_height: int = -1  # model input height; -1 = the model's own policy (model.json), 0 = its scale
     image_id: str = "{video_id}/{frame_index}"  # COCO results image_id template
@@ -295,8 +298,9 @@ def build_dataset(units: list[Unit], cfg: InferConfig, classes: TaskClasses, pre
 
 def run_signature(cfg: InferConfig) -> dict:
     """What the outputs depend on (a re-run with other values must not mix into them)."""
+    window = {"start": cfg.start, "end": cfg.end} if cfg.start is not None or cfg.end is not None else {}
     return json.loads(json.dumps({"model": cfg.model, "tta": cfg.tta, "every": cfg.every, "fps": cfg.fps,
-                                  "postprocess": dataclasses.asdict(cfg.postprocess),
+                                  **window, "postprocess": dataclasses.asdict(cfg.postprocess),
                                   "sam": dataclasses.asdict(cfg.sam) if cfg.sam.checkpoint else None}))
 
 
@@ -313,7 +317,7 @@ def run_inference(cfg: InferConfig, overwrite: bool = False) -> dict:
     classes, preprocess = model_info(cfg.model, cfg.target_height)
     check_run(cfg.output, run_signature(cfg), overwrite)
     units, failures = plan_units(cfg.inputs, cfg.segment_seconds, cfg.segment_frames, cfg.every, cfg.fps,
-                                 probe_cache=f"{cfg.output}/_probe")
+                                 probe_cache=f"{cfg.output}/_probe", start_seconds=cfg.start, end_seconds=cfg.end)
     todo = [u for u in units if not is_done(cfg.output, u)]
     log.info("%d units planned, %d already done, %d to run", len(units), len(units) - len(todo), len(todo))
     writer = UnitWriter(cfg.output, {u.key: u for u in todo}, classes.names, failures)
@@ -322,8 +326,10 @@ def run_inference(cfg: InferConfig, overwrite: bool = False) -> dict:
         ds, res = build_dataset(todo, cfg, classes, preprocess, ray.cluster_resources())
         log.info("model actors: %s", res)
         try:
-            for row in ds.iter_rows():
-                writer.add(row)
+            with Progress("infer", total=sum(u.num_frames for u in todo), unit="frame") as bar:
+                for row in ds.iter_rows():
+                    writer.add(row)
+                    bar.update(1)
         except Exception as e:  # the dataset died (e.g. the cluster went away): finished units stay
             failures.add("dataset", e)
         writer.finish()

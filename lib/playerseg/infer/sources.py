@@ -170,8 +170,11 @@ def plan_units(
     fps: float | None = None,
     probe_cache: str | None = None,
     probe_cpus: float = 0.25,
+    start_seconds: float | None = None,
+    end_seconds: float | None = None,
 ) -> tuple[list[Unit], Failures]:
-    """Units of every input (videos probed as Ray tasks); unplannable inputs go to Failures."""
+    """Units of every input (videos probed as Ray tasks); unplannable inputs go to Failures.
+    `start_seconds` / `end_seconds` keep a time range of each video (frame folders and Parquet whole)."""
     from playerseg.video.source import plan_all, probe_all
 
     failures = Failures()
@@ -182,7 +185,8 @@ def plan_units(
     if videos:
         infos, probe_failures = probe_all(videos, cache_dir=probe_cache, num_cpus=probe_cpus)
         failures.items += probe_failures.items
-        for seg in plan_all(infos, segment_seconds, segment_frames or None, every=every, fps=fps):
+        for seg in plan_all(infos, segment_seconds, segment_frames or None, every=every, fps=fps,
+                            start_seconds=start_seconds, end_seconds=end_seconds):
             units.append(Unit("video", seg.video_id, seg.name, seg.num_frames, {"segment": seg.to_json()}))
     size = segment_frames or max(1, int(round(segment_seconds * 25)))
     for folder, files in sorted(folders.items()):

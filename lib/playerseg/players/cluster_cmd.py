@@ -1,7 +1,11 @@
 """`playerseg cluster`: team assignment and player flags, written back into inference outputs.
 
-    playerseg cluster match.mp4 --predictions out/          # the inputs and output of `playerseg infer`
-    playerseg cluster match.mp4 --predictions out/ --set embed.method=encoder --set model=models/unet_effl0_acme
+    playerseg cluster ../shared/data/videos --predictions outputs/infer     # the inputs and output of `playerseg infer`
+    playerseg cluster ../shared/data/videos --predictions outputs/infer --set embed.method=encoder
+    playerseg cluster ../shared/data/videos --predictions outputs/infer --set embed.method=encoder --model imagenet
+
+With `embed.method=encoder` the encoder of `--model` embeds: by default the committed model
+(`playerseg.models.DEFAULT_MODEL`), `--model imagenet` for the ImageNet encoder.
 
 A Ray Data job in three passes over the prediction part files `<predictions>/predictions/<group>/<unit>.parquet`:
 1. embed (actor pool): per part file, the frames its rows name are read again from the inputs
@@ -235,6 +239,7 @@ def cluster(cfg: ClusterConfig) -> dict:
 
     from playerseg.infer.sources import plan_units
     from playerseg.io import exists, write_json_atomic
+    from playerseg.progress import Progress
     from playerseg.video.source import init_ray
 
     if cfg.embed.method not in ("colour", "encoder", "sam"):
@@ -269,9 +274,11 @@ def cluster(cfg: ClusterConfig) -> dict:
             EmbedActor, fn_constructor_args=(json.dumps(cfgmod.to_dict(cfg)), fp), batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=max(1, cfg.workers)),
             num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus or None)
-        for row in ds.iter_rows():
-            if row["error"]:
-                failures.add(row["part"], RuntimeError(row["error"]))
+        with Progress("cluster: embed", total=len(items), unit="part") as bar:
+            for row in ds.iter_rows():
+                bar.update(1)
+                if row["error"]:
+                    failures.add(row["part"], RuntimeError(row["error"]))
     failed = {p for p, _ in failures.items}
     written = 0
     for g, ps in sorted(groups.items()):
@@ -285,11 +292,13 @@ def cluster(cfg: ClusterConfig) -> dict:
             ds = ray.data.from_items([{"part": p} for p in todo]).map(
                 _write_task, fn_kwargs={"cfg_json": json.dumps(cfgmod.to_dict(cfg)), "fp": fp, "state": state},
                 num_cpus=0.25)
-            for row in ds.iter_rows():
-                if row["error"]:
-                    failures.add(row["part"], RuntimeError(row["error"]))
-                else:
-                    written += 1
+            with Progress(f"cluster: write {g}", total=len(todo), unit="part") as bar:
+                for row in ds.iter_rows():
+                    bar.update(1)
+                    if row["error"]:
+                        failures.add(row["part"], RuntimeError(row["error"]))
+                    else:
+                        written += 1
         summary["videos"][g] = {"fitted_on": state.get("fitted_on", 0), "parts": len(ps)}
     summary.update({"written": written, "failed": len(failures), "failures": failures.summary() if failures else "",
                     "seconds": round(time.time() - start, 2)})
@@ -309,12 +318,38 @@ def _write_task(row: dict, cfg_json: str, fp: str, state: dict) -> dict:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="*", help="what `playerseg infer` read: videos, frame folders, frame Parquet")
     p.add_argument("--predictions", help="the output folder of `playerseg infer`")
+    p.add_argument("--model", help="embed.method=encoder: the model whose encoder embeds (default: the committed "
+                   "model; `imagenet`: the ImageNet encoder)")
     cfgmod.add_config_arguments(p, ClusterConfig)
     p.add_argument("--address", help="Ray cluster address (default: local)")
 
 
+def check_config(cfg: ClusterConfig) -> None:
+    """What can be named before Ray starts (ConfigError): the predictions folder, the inputs, the
+    encoder's model (the committed one by default; `imagenet` = the library's "")."""
+    from playerseg.models import model_or_default
+
+    if not cfg.predictions:
+        raise cfgmod.ConfigError("no predictions: pass --predictions <the output folder of `playerseg infer`>")
+    cfgmod.require_path(cfg.predictions, "--predictions", "give the output folder of `playerseg infer`", kind="dir")
+    if not cfg.inputs:
+        raise cfgmod.ConfigError("no inputs: give the videos / frame folders `playerseg infer` read")
+    for item in cfg.inputs:
+        cfgmod.require_path(item, "input", "give the videos / frame folders `playerseg infer` read")
+    if cfg.embed.method not in ("colour", "encoder", "sam"):
+        raise cfgmod.ConfigError(f"embed.method must be colour, encoder or sam, got {cfg.embed.method!r}")
+    if cfg.embed.method == "encoder":
+        cfg.model = "" if cfg.model == "imagenet" else model_or_default(cfg.model)
+
+
+def config_from_args(args: argparse.Namespace) -> ClusterConfig:
+    return cfgmod.from_args(ClusterConfig, args, {"inputs": "inputs", "predictions": "predictions", "model": "model",
+                                                  "address": "address"})
+
+
 def run(args: argparse.Namespace) -> int:
-    cfg = cfgmod.from_args(ClusterConfig, args, {"inputs": "inputs", "predictions": "predictions", "address": "address"})
+    cfg = config_from_args(args)
+    check_config(cfg)
     summary = cluster(cfg)
     print(json.dumps(summary, indent=2))
     if summary["failures"]:

@@ -1,5 +1,7 @@
 """`playerseg extract`: frames of whole match archives as JPEG/PNG files or Parquet rows, on Ray.
 
+    playerseg extract ../shared/data/videos --out outputs/frames --every 5
+    playerseg extract ../shared/data/videos/laliga_720p.mp4 --out outputs/frames_pq --start 2 --end 6 --width 640 --parquet
     playerseg extract s3://archive/2024/*.mp4 --out s3://frames/2024 --fps 5 --height 720
 
 Each video is probed (cheap demux), cut into segments of `segment_seconds`, and every segment is
@@ -111,10 +113,16 @@ def run_extract(cfg: ExtractConfig) -> dict:
     """The whole job; returns the summary (also written to `<out>/_summary.json`)."""
     import ray
 
+    from playerseg.progress import Progress
     from playerseg.video.source import init_ray, plan_all, probe_all
 
     if not cfg.inputs:
-        raise cfgmod.ConfigError("extract: no inputs given")
+        raise cfgmod.ConfigError("no inputs: give videos, folders or globs, e.g. `playerseg extract "
+                                 "../shared/data/videos --out outputs/frames`")
+    for item in cfg.inputs:
+        cfgmod.require_path(item, "input", "give videos, folders or globs")
+    if cfg.every < 1 or (cfg.fps is not None and cfg.fps <= 0):
+        raise cfgmod.ConfigError(f"--every {cfg.every} / --fps {cfg.fps}: keep every N >= 1 frames, or F > 0 per second")
     init_ray(cfg.address)
     t0 = time.perf_counter()
     infos, failures = probe_all(cfg.inputs, cache_dir=cfg.out, num_cpus=min(cfg.num_cpus, 0.5))
@@ -140,7 +148,11 @@ def run_extract(cfg: ExtractConfig) -> dict:
     if pending:
         items = [{"segment": json.dumps(s.to_json())} for s in pending]
         ds = ray.data.from_items(items, override_num_blocks=len(items))
-        results = ds.map(_task, num_cpus=cfg.num_cpus, concurrency=cfg.concurrency).take_all()
+        results = []
+        with Progress("extract", total=sum(s.num_frames for s in pending), unit="frame") as bar:
+            for r in ds.map(_task, num_cpus=cfg.num_cpus, concurrency=cfg.concurrency).iter_rows():
+                results.append(r)
+                bar.update(r["frames"])
     else:
         results = []
     for r in sorted(results, key=lambda r: (r["video_id"], r["segment"])):

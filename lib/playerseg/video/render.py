@@ -1,8 +1,12 @@
 """`playerseg render`: an H.264 mp4 of frames with predicted instances drawn, encoded in parallel
 segments on Ray and joined without re-encoding.
 
-    playerseg render match.mp4 --predictions preds.parquet --out match_pred.mp4 --labels
-    playerseg render frames/match/ --predictions p.parquet --ground-truth gt.parquet --mode side-by-side
+    playerseg render ../shared/data/videos/bundesliga_478p.mp4 --out outputs/bundesliga.mp4 --end 4
+    playerseg render ../shared/data/videos/bundesliga_478p.mp4 --predictions outputs/infer/predictions --out outputs/bundesliga_overlay.mp4 --labels
+    playerseg render outputs/frames/bundesliga_478p --predictions outputs/infer/predictions --ground-truth gt.parquet --mode side-by-side --out outputs/side.mp4
+
+Without `--predictions` the source is segmented first (`playerseg infer`, with `--model` or the
+committed model) into `<out stem>_infer/` beside the output, and that is drawn.
 
 Frames come from a video (decoded by segments), an `extract` folder of images (fps from its
 _video.json) or extracted Parquet frames. Predictions follow `schema.PREDICTION_SCHEMA` (extra
@@ -51,6 +55,8 @@ class RenderConfig:
     alpha: float = 0.45
     min_score: float = 0.0
     fps: float | None = None  # default: the source's
+    start: float | None = None  # video source: frames from this time on (seconds)
+    end: float | None = None  # video source: frames before this time (seconds)
     segment_seconds: float = 10.0
     crf: int = 20
     preset: str = "veryfast"
@@ -138,6 +144,11 @@ class Chunk:
     end: int
     spec: dict = field(default_factory=dict)  # kind-specific: a segment, image files, parquet files
 
+    def frames(self) -> int:
+        """Frames the chunk holds (a video segment may keep fewer than end - start)."""
+        keep = self.spec.get("segment", {}).get("keep")
+        return self.end - self.start if keep is None else len(keep)
+
 
 def open_source(cfg: RenderConfig) -> tuple[str, str, str, list[Chunk]]:
     """(kind, video_id, fps as 'num/den' or float string, chunks of consecutive frames)."""
@@ -146,8 +157,11 @@ def open_source(cfg: RenderConfig) -> tuple[str, str, str, list[Chunk]]:
 
     src = cfg.source.rstrip("/")
     if src.lower().endswith(VIDEO_EXTENSIONS):
+        from playerseg.video.segments import select_frames
+
         info = probe(src, cfg.video_id or video_id_for(src))
-        segs = plan_segments(info, cfg.segment_seconds)
+        segs = plan_segments(info, cfg.segment_seconds, None, select_frames(info, start_seconds=cfg.start,
+                                                                             end_seconds=cfg.end))
         return "video", info.video_id, info.rate, [Chunk(s.start, s.end, {"segment": s.to_json()}) for s in segs]
     if os.path.isdir(src) and (glob.glob(f"{src}/*.jpg") or glob.glob(f"{src}/*.png")):
         files = sorted(glob.glob(f"{src}/*.jpg") + glob.glob(f"{src}/*.png"))
@@ -232,7 +246,8 @@ def run_render(cfg: RenderConfig) -> dict:
         raise cfgmod.ConfigError("render: no source given")
     init_ray(cfg.address)
     kind, vid, fps, chunks = open_source(cfg)
-    opts = {k: getattr(cfg, k) for k in ("predictions", "ground_truth", "mode", "color_by", "labels", "alpha", "min_score", "crf", "preset")}
+    opts = {k: getattr(cfg, k) for k in ("predictions", "ground_truth", "mode", "color_by", "labels", "alpha", "min_score", "crf", "preset",
+                                 "start", "end")}
     tag = hashlib.sha1(json.dumps([opts, fps]).encode()).hexdigest()[:8]
     parts_dir = f"{cfg.out}.parts"
     parts = [f"{parts_dir}/{tag}-{c.start:06d}-{c.end:06d}.mp4" for c in chunks]
@@ -244,8 +259,13 @@ def run_render(cfg: RenderConfig) -> dict:
         return {"path": row["path"], "frames": render_chunk(kind, c, vid, fps, row["path"], cfg)}
 
     if todo:
+        from playerseg.progress import Progress
+
         ds = ray.data.from_items(todo, override_num_blocks=len(todo))
-        ds.map(_task, num_cpus=cfg.num_cpus, concurrency=cfg.concurrency).take_all()
+        total = sum(Chunk(**json.loads(t["chunk"])).frames() for t in todo)
+        with Progress(f"render {vid}", total=total, unit="frame") as bar:
+            for row in ds.map(_task, num_cpus=cfg.num_cpus, concurrency=cfg.concurrency).iter_rows():
+                bar.update(row["frames"])
     concat(parts, cfg.out)
     remove_quietly(parts)
     if os.path.isdir(parts_dir) and not os.listdir(parts_dir):
@@ -258,13 +278,18 @@ def run_render(cfg: RenderConfig) -> dict:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", nargs="?", help="video, folder of extracted images, or frames Parquet")
     p.add_argument("--out", help="output .mp4")
-    p.add_argument("--predictions", help="prediction Parquet (file or folder)")
+    p.add_argument("--predictions", help="prediction Parquet (file or folder, e.g. the predictions/ of "
+                   "`playerseg infer`); default: segment the source first")
+    p.add_argument("--model", help="model that segments the source when no --predictions are given "
+                   "(default: the committed model)")
     p.add_argument("--ground-truth", help="ground-truth Parquet, same schema (third panel)")
     p.add_argument("--video-id", help="which video of the Parquet files")
     p.add_argument("--mode", choices=["overlay", "side-by-side"])
     p.add_argument("--color-by", choices=["team", "instance"])
     p.add_argument("--labels", action="store_true", default=None, help="draw class/id/score labels")
     p.add_argument("--fps", type=float, help="output fps (default: the source's)")
+    p.add_argument("--start", type=float, help="video source: start at this time (seconds)")
+    p.add_argument("--end", type=float, help="video source: stop before this time (seconds)")
     p.add_argument("--segment-seconds", type=float)
     p.add_argument("--num-cpus", type=float, help="CPUs per segment task")
     p.add_argument("--concurrency", type=int)
@@ -273,9 +298,43 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 _FLAGS = {k: k for k in ("source", "out", "predictions", "ground_truth", "video_id", "mode", "color_by", "labels",
-                         "fps", "segment_seconds", "num_cpus", "concurrency", "address")}
+                         "fps", "start", "end", "segment_seconds", "num_cpus", "concurrency", "address")}
+
+
+def config_from_args(args: argparse.Namespace) -> RenderConfig:
+    return cfgmod.from_args(RenderConfig, args, _FLAGS)
+
+
+def check_config(cfg: RenderConfig) -> None:
+    """What can be named before Ray starts (ConfigError): source, output, predictions."""
+    if not cfg.source:
+        raise cfgmod.ConfigError("no source: give a video, a folder of extracted images or frames Parquet")
+    cfgmod.require_path(cfg.source, "source", "give a video, a folder of extracted images or frames Parquet")
+    if not cfg.out or not cfg.out.endswith(".mp4"):
+        raise cfgmod.ConfigError(f"--out {cfg.out or '(none)'}: give the output video, e.g. --out overlay.mp4")
+    for what in ("predictions", "ground_truth"):
+        if getattr(cfg, what):
+            cfgmod.require_path(getattr(cfg, what), f"--{what.replace('_', '-')}", "give Parquet (a file or folder)")
 
 
 def run(args: argparse.Namespace) -> int:
-    run_render(cfgmod.from_args(RenderConfig, args, _FLAGS))
+    cfg = config_from_args(args)
+    check_config(cfg)
+    if not cfg.predictions:  # segment the source first, with the named or the committed model
+        from playerseg.infer.infer_cmd import print_summary
+        from playerseg.infer.pipeline import InferConfig, run_inference
+        from playerseg.models import model_or_default
+        from playerseg.video.source import init_ray
+
+        model = model_or_default(args.model)
+        out = f"{os.path.splitext(cfg.out)[0]}_infer"
+        print(f"no --predictions: segmenting {cfg.source} into {out} first", flush=True)
+        init_ray(cfg.address)
+        summary = run_inference(InferConfig(model=model, inputs=[cfg.source], output=out, start=cfg.start,
+                                            end=cfg.end))
+        print_summary(summary)
+        if summary["failures"]:
+            return 1
+        cfg.predictions = summary["predictions"]
+    run_render(cfg)
     return 0

@@ -23,10 +23,16 @@ log = logging.getLogger(__name__)
 
 
 def init_ray(address: str | None = None) -> None:
-    """Join `address` (a cluster), else the running/embedded local Ray; never twice."""
+    """Join `address` (a cluster), else the running/embedded local Ray; never twice. Ray's console
+    output is kept to errors and progress is ours (`playerseg.progress.quiet_ray`)."""
+    from playerseg.progress import quiet_ray
+
+    options = quiet_ray()
     if not ray.is_initialized():
-        ray.init(address=address, log_to_driver=True)
-    ray.data.DataContext.get_current().enable_progress_bars = True
+        ctx = ray.init(address=address, **options)
+        logs = f"{ctx.address_info.get('session_dir', '')}/logs" if hasattr(ctx, "address_info") else ""
+        dashboard = f", dashboard http://{ctx.dashboard_url}" if getattr(ctx, "dashboard_url", "") else ""
+        print(f"ray: {'joined ' + address if address else 'local'}{dashboard}; logs {logs}", flush=True)
 
 
 def probe_all(
