@@ -100,7 +100,7 @@ class _Background:
     loaded: list = []
 
     @classmethod
-    def load(cls, path, device=None):
+    def load(cls, path, device=None, runtime=None):
         cls.loaded.append(path)
         return cls()
 
