@@ -174,3 +174,31 @@ def test_export_writes_fp16_weights_torchscript_and_preprocessing(tmp_path):
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(traced(x), model(x), atol=1e-4)
+
+
+def test_a_crafted_checkpoint_never_runs_code(tmp_path):
+    """A checkpoint.pt whose pickle would run a shell command is refused, naming the file, and the
+    command never runs (weights are read with weights_only=True everywhere a file comes from outside)."""
+    import json
+    import os
+    import pickle
+
+    from playerseg.models.segmenter import Segmenter
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.json").write_text(json.dumps({
+        "format": "playerseg-segmenter/1", "classes": ["background", "player", "led_board"],
+        "model": {"arch": "unet", "encoder": "resnet18", "encoder_weights": "", "encoder_depth": 3,
+                  "decoder_channels": [16, 16, 8], "num_classes": 3},
+        "preprocess": {"scale": 1.0, "pad_multiple": 32, "mean": [0.5] * 3, "std": [0.5] * 3}}))
+    (folder / "checkpoint.pt").write_bytes(pickle.dumps({"model": Evil()}))
+    with pytest.raises(ValueError, match="checkpoint.pt: not a playerseg checkpoint"):
+        Segmenter.load(str(folder), device="cpu", runtime="torch")
+    assert not marker.exists()

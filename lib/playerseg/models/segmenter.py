@@ -151,7 +151,7 @@ class Segmenter:
             state = load_file(str(weights))
         elif (root / CHECKPOINT_FILE).is_file():
             weights = root / CHECKPOINT_FILE
-            state = torch.load(weights, map_location="cpu", weights_only=False)["model"]
+            state = load_checkpoint(weights)["model"]
         else:
             raise FileNotFoundError(f"{root}: neither {WEIGHTS_FILE} nor {CHECKPOINT_FILE}")
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
@@ -210,6 +210,19 @@ def model_meta(model_cfg: ModelConfig, classes: TaskClasses, preprocess: Preproc
 
 # ---- the single-file kinds of Segmenter.load ---------------------------------------------------
 _FILE_KINDS = {"onnx": ".onnx", "pt2": ".pt2", "torchscript": (".ts", ".torchscript"), "sam_head": ".pt"}
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """A training checkpoint's dict, tensors and plain values only (`weights_only=True`): a file from
+    outside can never run code while it is read. ValueError naming the file when it is not one."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path}: not a playerseg checkpoint of tensors and plain values "
+                         f"(refused to unpickle anything else): {first}") from None
 
 
 def _meta_parts(meta: dict) -> tuple[TaskClasses, Preprocess, tuple]:

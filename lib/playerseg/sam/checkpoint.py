@@ -48,7 +48,7 @@ def load_trained(path: str) -> dict:
     except FileNotFoundError:
         raise SamCheckpointError(f"{path}: SAM training checkpoint not found") from None
     try:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)  # never runs code
     except Exception as e:  # noqa: BLE001 - unreadable file
         raise SamCheckpointError(f"{path}: not a readable SAM training checkpoint: {e}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:

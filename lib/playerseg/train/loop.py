@@ -33,7 +33,7 @@ from playerseg.data.registry import build_reader
 from playerseg.losses import PartialLabelLoss
 from playerseg.metrics.sources import SourceMeter
 from playerseg.models.registry import build_model, normalisation
-from playerseg.models.segmenter import CHECKPOINT_FILE, META_FILE, Preprocess, model_meta
+from playerseg.models.segmenter import CHECKPOINT_FILE, META_FILE, Preprocess, load_checkpoint, model_meta
 from playerseg.optim import SWA, build_optimizer, build_scheduler
 from playerseg.train.augment import build_augment
 from playerseg.train.config import RunOptions, TrainConfig
@@ -298,7 +298,7 @@ def train_loop_per_worker(config: dict) -> None:
     checkpoint = start_checkpoint(cfg.run)
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            state = torch.load(Path(d) / CHECKPOINT_FILE, map_location=device, weights_only=False)
+            state = load_checkpoint(Path(d) / CHECKPOINT_FILE, map_location=device)
         unwrap(model).load_state_dict(state["train_model"])
         optimizer.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -312,7 +312,7 @@ def train_loop_per_worker(config: dict) -> None:
         # same one (else they mean nothing to it). The schedule is this config's, advanced to the start
         # epoch, not the donor's (whose state holds the donor's base lr). Best score and scaler start fresh.
         with init.as_directory() as d:
-            state = torch.load(Path(d) / CHECKPOINT_FILE, map_location=device, weights_only=False)
+            state = load_checkpoint(Path(d) / CHECKPOINT_FILE, map_location=device)
         unwrap(model).load_state_dict(state["train_model"])
         if swa is not None and state.get("swa"):
             swa.averaged.load_state_dict(state["swa"]["averaged"])
