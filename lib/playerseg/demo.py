@@ -1,6 +1,6 @@
 """`playerseg demo`: the whole pipeline on a fresh machine, no cluster needed, in a few minutes.
 
-    playerseg demo                                   # first 4 s of each sample clip, committed model
+    playerseg demo                                   # first 3 s of each sample clip, committed model
     playerseg demo --whole                           # the whole clips
     playerseg demo --seconds 10 --out outputs/demo10
     playerseg demo --model models/unet_effl0_acme --out outputs/demo
@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="a trained model / checkpoint / run folder (default: committed model, else train)")
     p.add_argument("--out", "--output", dest="output", default="outputs/demo",
                    help="where everything goes (default outputs/demo)")
-    p.add_argument("--seconds", type=float, default=4.0, help="the first this many seconds of each clip (default 4)")
+    p.add_argument("--seconds", type=float, default=3.0, help="the first this many seconds of each clip (default 3)")
     p.add_argument("--whole", action="store_true", help="the whole clips (a few minutes on 2 CPUs)")
     p.add_argument("--train-epochs", type=int, default=0,
                    help="train the small model for this many epochs even if a model exists (default 4 when training)")
