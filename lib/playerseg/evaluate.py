@@ -279,7 +279,6 @@ def write_outputs(results: dict, ev: Evaluation, cfg: EvaluateConfig, out: str, 
     from playerseg.metrics.instance import write_coco_results
     from playerseg.viz import grid, save_png
 
-    gallery = None
     detections = []
     for name, res, part_ev, panels in parts or [("", results, ev, [])]:
         pictures = [pic for *_, pic in part_ev.worst()] or [pic for _, pic in sorted(panels, key=lambda t: t[0])]
