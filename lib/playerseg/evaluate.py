@@ -40,6 +40,7 @@ from playerseg.data.errors import Failures
 from playerseg.data.reader import Subset, join
 from playerseg.data.registry import DataConfig
 from playerseg.data.sample import Sample
+from playerseg.infer.postprocess import PostprocessConfig
 from playerseg.metrics.instance import InstanceMeter, semantic_to_detections
 from playerseg.metrics.semantic import SegmentationMeter
 
@@ -69,6 +70,9 @@ class EvaluateConfig:
     min_instance_area: int = 16  # px; smaller predicted components are not instances
     tile_width: int = 480  # px per gallery tile
     target_height: int = -1  # model input height; -1 = the model's own policy (model.json), 0 = its scale
+    # how instances are cut from the probabilities for the box metrics: the same section as
+    # `playerseg infer`'s, so a figure here is the figure of an infer run with these settings
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     overwrite: bool = False
 
 
@@ -378,7 +382,8 @@ def _evaluate_source(model, src: DataConfig, cfg: EvaluateConfig, classes: TaskC
     log.info("evaluating %s on %s (tta=%s)", cfg.checkpoint, reader, cfg.tta)
     failures = Failures()
     ev = Evaluation(classes, cfg)
-    meter = SourceMeter(src.name, classes, cfg.led_radius, cfg.boundary_tol, cfg.reference_height)
+    meter = SourceMeter(src.name, classes, cfg.led_radius, cfg.boundary_tol, cfg.reference_height,
+                        postprocess_cfg=cfg.postprocess)
     panels: list[tuple[float, np.ndarray]] = []
     rank_by = ""
     with tqdm(total=len(reader), desc=f"evaluate {src.name}".strip(), unit="frame") as bar:
@@ -475,15 +480,19 @@ def check_config(cfg: EvaluateConfig) -> None:
 
     if not cfg.checkpoint:
         cfg.checkpoint = model_or_default(None, "--checkpoint")
-    root = cfg.data.root
-    if not root and not cfg.data.annotations:
-        raise config_lib.ConfigError("no dataset: pass --data-root <dataset folder>, "
-                                     "e.g. --data-root ../shared/data/acme-football-semseg")
-    if root:
-        config_lib.require_path(root, "--data-root", "pass the dataset folder", kind="dir")
-    if cfg.data.format == "yolo" and root and "://" not in root and not (Path(root) / "data.yaml").is_file():
-        raise config_lib.ConfigError(f"--data-root {root}: a YOLO folder needs data.yaml (`names:` the class names "
-                                     "in id order); give the folder that holds data.yaml")
+    if cfg.data_from:
+        cfg.data, cfg.data_from = data_section(cfg.data_from), ""
+    for src in cfg.data.source_list():
+        where = f"data.sources {src.name}: root" if cfg.data.sources else "--data-root"
+        root = src.root
+        if not root and not src.annotations:
+            raise config_lib.ConfigError("no dataset: pass --data-root <dataset folder>, "
+                                         "e.g. --data-root ../shared/data/acme-football-semseg")
+        if root:
+            config_lib.require_path(root, where, "pass the dataset folder", kind="dir")
+        if src.format == "yolo" and root and "://" not in root and not (Path(root) / "data.yaml").is_file():
+            raise config_lib.ConfigError(f"{where} {root}: a YOLO folder needs data.yaml (`names:` the class names "
+                                         "in id order); give the folder that holds data.yaml")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -48,6 +48,9 @@ class SourceConfig:
     val_groups: list[str] = field(default_factory=list)
     name: str = ""  # how reports and metrics name the source (default: its format)
     weight: float = 1.0  # share of training crops drawn from this source (relative)
+    # training only: sure pitch grass is "not player" where the source does not label players per
+    # pixel (`playerseg.data.targets.pitch_mask`; board polygons, person boxes)
+    pitch_prior: bool = False
 
 
 @dataclass

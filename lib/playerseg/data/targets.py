@@ -10,12 +10,17 @@ From `Sample.labels` (PIXEL / BOX / NONE per class):
   the source does not label per pixel (EPL boards: outside a board polygon = background or player);
 - IGNORE_INDEX, or no label map: every class, then
 - a class labelled by BOX is removed outside all of its boxes (detection set: outside every person
-  box a pixel is not player, but may be background or board).
+  box a pixel is not player, but may be background or board);
+- with `pitch=True` (a source's `pitch_prior`), `player` is removed on the sure grass of the pitch
+  (`pitch_mask`) wherever the source does not label players per pixel: the EPL board set says only
+  "background or player" off its boards and a person box holds grass around the player, so without
+  it nothing tells a model that open grass is never a player.
 A single bit is a full label (cross-entropy, Dice); several bits a partial one (-log sum p over the
 set, `losses.PartialLabelLoss`); all bits or none say nothing.
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from playerseg.classes import IGNORE_INDEX, TaskClasses
@@ -28,8 +33,36 @@ def all_bits(num_classes: int) -> int:
     return (1 << num_classes) - 1
 
 
-def known_classes(sample: Sample, classes: TaskClasses) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(allowed H x W uint8 bit sets, boxes N x 4 float32, box class ids N int64) of a sample."""
+def pitch_mask(image: np.ndarray, margin: int = 3, min_share: float = 0.1) -> np.ndarray:
+    """H x W bool: pixels that are surely pitch grass in an RGB frame (all False without a pitch).
+
+    The pitch is the frame's dominant green: hue, saturation and value are taken from the medians of
+    its green pixels (30-90 on OpenCV's 0-180 hue scale), so any stadium's grass, lighting and mowing
+    stripes fit; a pixel is grass within 10 hue steps of that, at least half its saturation and a
+    value between 0.4x (shadows) and 1.8x (sunlit stripes); only regions of 2% of the frame or more
+    count (not the green of a kit, a logo or the crowd), shrunk by `margin` px so that the blended
+    edge of a player against the grass stays unknown. Fewer than `min_share` green pixels (a close-up,
+    the crowd): no pitch."""
+    hsv = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2HSV)
+    h, s, v = (hsv[..., i].astype(np.int16) for i in range(3))
+    green = (h >= 30) & (h <= 90) & (s >= 50) & (v >= 40)
+    if green.mean() < min_share:
+        return np.zeros(image.shape[:2], bool)
+    h0, s0, v0 = (float(np.median(x[green])) for x in (h, s, v))
+    grass = (np.abs(h - h0) <= 10) & (s >= 0.5 * s0) & (v >= 0.4 * v0) & (v <= 1.8 * v0)
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(grass.astype(np.uint8), connectivity=4)
+    big = np.zeros(n, bool)
+    big[1:] = stats[1:, cv2.CC_STAT_AREA] >= 0.02 * grass.size
+    grass = big[lab]
+    if margin:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
+        grass = cv2.erode(grass.astype(np.uint8), kernel).astype(bool)
+    return grass
+
+
+def known_classes(sample: Sample, classes: TaskClasses, pitch: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(allowed H x W uint8 bit sets, boxes N x 4 float32, box class ids N int64) of a sample;
+    `pitch`: player is not possible on sure grass (`pitch_mask`) unless labelled per pixel."""
     k = len(classes)
     if k > MAX_CLASSES:
         raise ValueError(f"partial labels take at most {MAX_CLASSES} task classes, got {k}")
@@ -59,4 +92,7 @@ def known_classes(sample: Sample, classes: TaskClasses) -> tuple[np.ndarray, np.
             boxes.append(inst.box)
             box_classes.append(c)
         allowed[~inside] &= np.uint8(everything & ~(1 << c))
+    player = classes.player
+    if pitch and player and sample.label_kind("player") != PIXEL:
+        allowed[pitch_mask(sample.image)] &= np.uint8(everything & ~(1 << player))
     return (allowed, np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(box_classes, np.int64))

@@ -82,7 +82,7 @@ class CropDataset(Dataset):
 
     def __init__(self, store: FrameStore, transform, classes: TaskClasses, length: int = 0,
                  weights: dict[str, float] | None = None, object_crop_p: float = 0.0,
-                 crop: tuple[int, int] = (384, 384)):
+                 crop: tuple[int, int] = (384, 384), pitch: dict[str, bool] | None = None):
         if not len(store):
             raise ValueError("no usable training frames")
         self.store = store
@@ -95,6 +95,7 @@ class CropDataset(Dataset):
         self.seed = 0
         self.object_crop_p = object_crop_p
         self.crop = crop
+        self.pitch = pitch or {}
 
     def set_epoch_seed(self, seed: int) -> None:
         self.seed = int(seed)
@@ -107,7 +108,7 @@ class CropDataset(Dataset):
         rng = np.random.default_rng((self.seed, index))
         entry = self.store.keys[int(rng.choice(len(self.p), p=self.p))]
         sample = self.store.get(entry)
-        allowed, boxes, box_classes = known_classes(sample, self.classes)
+        allowed, boxes, box_classes = known_classes(sample, self.classes, self.pitch.get(entry[0], False))
         image = sample.image
         if sample.instances and rng.random() < self.object_crop_p:
             image, allowed, boxes = self._around(rng, sample, image, allowed, boxes)

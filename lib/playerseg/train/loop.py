@@ -159,7 +159,8 @@ def build_training(cfg: TrainConfig, device: torch.device):
         val_store.keys = [e for n in named for e in [k for k in val_store.keys if k[0] == n][: cfg.run.max_val_images]]
     train_set = CropDataset(train_store, build_augment(cfg.augment, tuple(cfg.input.crop)), classes,
                             cfg.run.samples_per_epoch, {n: s.weight for n, s in named.items()},
-                            cfg.input.object_crop_p, tuple(cfg.input.crop))
+                            cfg.input.object_crop_p, tuple(cfg.input.crop),
+                            {n: s.pitch_prior for n, s in named.items()})
     model = build_model(cfg.model)
     if cfg.run.init_weights:
         from playerseg.models.segmenter import Segmenter

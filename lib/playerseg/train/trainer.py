@@ -34,7 +34,10 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         if address:
             ray.init(address=address)
         else:
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
+            # with the dashboard: Train V2's PlacementGroupCleaner asks the State API (served by the
+            # dashboard) whether the controller lives; without it the cleaner took a failed answer for
+            # a dead controller and removed a live run's placement group (worker killed mid-epoch)
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=True)
 
 
 def torch_trainer(loop, loop_config: dict, run: RunOptions, run_dir: Path, **kwargs):
