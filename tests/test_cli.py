@@ -62,7 +62,10 @@ def mistakes(tmp_path_factory):
     clip = write_test_clip(str(tmp / "clip.mp4"), frames=4)
     (tmp / "yolo" / "train" / "images").mkdir(parents=True)
     (tmp / "broken.yaml").write_text("optim: [unclosed\n")
-    return {"clip": clip, "tmp": str(tmp), "yolo": str(tmp / "yolo"), "broken": str(tmp / "broken.yaml")}
+    (tmp / "sources.yaml").write_text("data:\n  sources:\n    - {name: a, format: acme, root: %s}\n"
+                                      "    - {name: b, format: labelme, root: %s/no_such_set}\n" % (tmp, tmp))
+    return {"clip": clip, "tmp": str(tmp), "yolo": str(tmp / "yolo"), "broken": str(tmp / "broken.yaml"),
+            "sources": str(tmp / "sources.yaml")}
 
 
 # (command line with {placeholders}, what the one line must name)
@@ -83,6 +86,8 @@ MISTAKES = [
     ("evaluate --data-root {yolo} --set data.format=yolo --out {tmp}/eval", "data.yaml"),
     ("evaluate --data-root {tmp}/no_data --out {tmp}/eval", "no_data"),
     ("evaluate --config {tmp}/missing.yaml --data-root {yolo}", "missing.yaml"),
+    ("evaluate --data-from {sources} --out {tmp}/eval", "no_such_set"),
+    ("evaluate --data-from {tmp}/no_train.yaml --out {tmp}/eval", "no_train.yaml"),
     ("synth --out {tmp}/synth --width 63", "--width"),
     ("train unet --config {tmp}/missing.yaml", "missing.yaml"),
     ("train unet --set optim.lrr=1", "lrr"),

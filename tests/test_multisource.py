@@ -16,7 +16,7 @@ from playerseg.data.errors import DataError, Failures
 from playerseg.data.labelme import LabelmeReader
 from playerseg.data.registry import DataConfig, SourceConfig, build_reader, iter_samples
 from playerseg.data.sample import BOX, NONE, PIXEL, Instance, Sample
-from playerseg.data.targets import known_classes
+from playerseg.data.targets import known_classes, pitch_mask
 from playerseg.losses import LossConfig, PartialLabelLoss, box_projection, exact_target, set_nll
 from playerseg.metrics.sources import SourceMeter, match_boxes, occluded_board
 from playerseg.models.preprocess import Preprocess
@@ -198,6 +198,49 @@ def test_several_sources_in_one_config():
     assert (a.name, a.weight, a.classes, b.name, b.root) == ("acme", 2.0, ["background", "player"], "det", "b")
     with pytest.raises(ValueError, match="distinct names"):
         DataConfig(sources=[SourceConfig(format="acme"), SourceConfig(format="acme")]).source_list()
+
+
+def _pitch_frame():
+    """A 120 x 200 broadcast-like frame: crowd (grey) above, pitch (two mown greens) below, a red
+    player and a dark green kit standing on it, and a white line."""
+    rng = np.random.default_rng(0)
+    im = np.zeros((120, 200, 3), np.uint8)
+    im[:30] = rng.integers(60, 200, (30, 200, 3), dtype=np.uint8)  # crowd
+    im[30:] = (40, 130, 50)
+    im[30:, 100:] = (50, 150, 60)  # a lighter mowing stripe of the same grass
+    im[60:100, 40:52] = (200, 30, 30)  # a red player
+    im[60:100, 150:162] = (10, 40, 16)  # a dark green kit
+    im[30:, 120:122] = 255  # a pitch line
+    return im
+
+
+def test_pitch_mask_finds_the_grass_and_nothing_else():
+    im = _pitch_frame()
+    grass = pitch_mask(im, margin=2)
+    assert grass[40:55, 5:35].all() and grass[100:118, 60:95].all() and grass[40:118, 130:145].all()
+    assert not grass[:30].any()  # crowd
+    assert not grass[60:100, 38:54].any()  # the player and the margin around it
+    assert not grass[62:98, 152:160].any()  # a kit darker than the grass is not grass
+    assert not grass[:, 120:122].any()  # the line
+    closeup = np.full((120, 200, 3), (200, 30, 30), np.uint8)
+    closeup[100:, :20] = (40, 130, 50)  # a little grass in a close-up: no pitch to speak of
+    assert not pitch_mask(closeup).any()
+
+
+def test_pitch_prior_removes_player_on_grass_only_where_players_are_not_labelled():
+    im = _pitch_frame()
+    det = Sample("d", im, instances=[Instance(C.player, (28.0, 56.0, 64.0, 104.0))], labels={"player": BOX})
+    plain, _, _ = known_classes(det, C)
+    prior, _, _ = known_classes(det, C, pitch=True)
+    assert plain[70, 31] == 7 and prior[70, 31] == BG | LED  # grass inside the box: not player
+    assert prior[80, 45] == 7  # the player inside the box keeps every class
+    assert (prior[:30] == plain[:30]).all()  # off the pitch nothing changes
+    epl = Sample("e", im, semantic=np.zeros(im.shape[:2], np.uint8),
+                 labels={"background": PIXEL, "led_board": PIXEL})  # as the LabelMe reader says
+    assert known_classes(epl, C, pitch=True)[0][45, 10] == BG  # "background or player" -> background
+    assert known_classes(epl, C, pitch=True)[0][80, 45] == BG | PLAYER
+    full = Sample("f", im, semantic=np.zeros(im.shape[:2], np.uint8), labels={n: PIXEL for n in C.names})
+    assert (known_classes(full, C, pitch=True)[0] == known_classes(full, C)[0]).all()
 
 
 def test_real_epl_boards(epl_dir):
