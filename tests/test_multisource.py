@@ -16,7 +16,8 @@ from playerseg.data.errors import DataError, Failures
 from playerseg.data.labelme import LabelmeReader
 from playerseg.data.registry import DataConfig, SourceConfig, build_reader, iter_samples
 from playerseg.data.sample import BOX, NONE, PIXEL, Instance, Sample
-from playerseg.data.targets import known_classes, pitch_mask
+from playerseg.data.targets import known_classes
+from playerseg.pitch import pitch_mask
 from playerseg.losses import LossConfig, PartialLabelLoss, box_projection, exact_target, set_nll
 from playerseg.metrics.sources import SourceMeter, match_boxes, occluded_board
 from playerseg.models.preprocess import Preprocess

@@ -42,7 +42,7 @@ def test_merged_players_split_where_led_board_separates_them():
     players = [i for i in instances if i.class_id == PLAYER]
     assert len(players) == 2
     # every player pixel lands in exactly one part
-    merged, _ = postprocess(probs(label, bridge), CLASSES, PostprocessConfig(split_on_led=False))
+    merged, _ = postprocess(probs(label, bridge), CLASSES, PostprocessConfig(split_on_led=False, split_core=0))
     (whole,) = [i for i in merged if i.class_id == PLAYER]
     union = sum(p.mask.astype(int) for p in players)
     assert union.max() == 1 and ((union > 0) == whole.mask).all()
@@ -54,6 +54,52 @@ def test_bridge_without_led_evidence_is_not_split():
     label, _ = two_players_bridged()
     instances, _ = postprocess(probs(label), CLASSES)
     assert len([i for i in instances if i.class_id == PLAYER]) == 1
+
+
+def test_touching_players_split_at_the_valley_of_player_probability():
+    label = np.zeros((64, 96), np.uint8)
+    label[10:50, 20:34] = PLAYER
+    label[10:50, 34:48] = PLAYER  # side by side, one blob
+    p = probs(label)
+    p[PLAYER, 10:50, 33:35] = 0.6  # where they touch the model is less sure
+    p[BG, 10:50, 33:35] = 0.35
+    split = [i for i in postprocess(p, CLASSES)[0] if i.class_id == PLAYER]
+    assert sorted(i.box[0] for i in split) == [20, 33] or sorted(i.box[0] for i in split) == [20, 34]
+    whole = [i for i in postprocess(p, CLASSES, PostprocessConfig(split_core=0))[0] if i.class_id == PLAYER]
+    assert len(whole) == 1
+    union = sum(i.mask.astype(int) for i in split)  # every pixel of the blob in exactly one part
+    assert union.max() == 1 and ((union > 0) == whole[0].mask).all()
+    p[PLAYER, 30:31, 20:48] = 0.6  # a thin dip across both: cores too small to stand alone are not cut
+    p[PLAYER, 10:50, 33:35] = 0.95
+    assert len([i for i in postprocess(p, CLASSES)[0] if i.class_id == PLAYER]) == 1
+
+
+def _wide_shot():
+    """A 200 x 320 wide shot: crowd above row 60, grass below; a player on the grass, a player-like
+    blob in the crowd, and a close-up-sized player (over a fifth of the frame high) in the crowd."""
+    rng = np.random.default_rng(1)
+    image = np.zeros((200, 320, 3), np.uint8)
+    image[:60] = rng.integers(40, 220, (60, 320, 3), dtype=np.uint8)
+    image[60:] = (40, 130, 50)
+    label = np.zeros((200, 320), np.uint8)
+    label[120:150, 100:110] = PLAYER  # on the pitch
+    label[20:40, 200:208] = PLAYER  # in the crowd
+    label[5:58, 20:40] = PLAYER  # tall: 53 of 200 rows
+    image[label == PLAYER] = (200, 30, 30)
+    return image, label
+
+
+def test_players_must_stand_on_the_pitch_when_the_frame_shows_one():
+    image, label = _wide_shot()
+    boxes = lambda inst: sorted(i.box[:2] for i in inst if i.class_id == PLAYER)
+    found, _ = postprocess(probs(label), CLASSES, PostprocessConfig(), image)
+    assert boxes(found) == [(20.0, 5.0), (100.0, 120.0)]  # the crowd blob is gone, the tall one stays
+    assert len(boxes(postprocess(probs(label), CLASSES, PostprocessConfig(on_pitch=0), image)[0])) == 3
+    assert len(boxes(postprocess(probs(label), CLASSES)[0])) == 3  # no frame, no test
+    no_pitch = np.full_like(image, 128)  # no grass in view (a close-up, the crowd): nothing is tested
+    assert len(boxes(postprocess(probs(label), CLASSES, PostprocessConfig(), no_pitch)[0])) == 3
+    half, _ = postprocess(probs(label[::2, ::2]), CLASSES, PostprocessConfig(), image)  # frame at another size
+    assert len(boxes(half)) == 2
 
 
 def test_components_small_blobs_and_classes():

@@ -125,8 +125,11 @@ META = ("unit", "video_id", "frame_index", "pts_seconds", "width", "height", "er
 
 def frame_result(row: dict, proba: np.ndarray, classes: TaskClasses, cfg: PostprocessConfig,
                  refiner=None, image: np.ndarray | None = None) -> dict:
-    """Post-process one frame's probabilities into its output row (instances as JSON)."""
-    instances, semantic = postprocess(proba.astype(np.float32), classes, cfg)
+    """Post-process one frame's probabilities into its output row (instances as JSON); the frame
+    (`image`, else the row's) lets post-processing check that players stand on the pitch."""
+    if image is None and row.get("image") is not None:
+        image = np.asarray(row["image"])
+    instances, semantic = postprocess(proba.astype(np.float32), classes, cfg, image)
     if refiner is not None and image is not None:
         instances = refiner(image, instances)
     records = instance_records(instances, (int(row["height"]), int(row["width"])), classes)
@@ -278,7 +281,9 @@ def build_dataset(units: list[Unit], cfg: InferConfig, classes: TaskClasses, pre
         Predictor,
         fn_constructor_kwargs={"model": cfg.model, "threads": res["threads"], "tta": cfg.tta,
                                "device": cfg.device, "postprocess_cfg": post_cfg if in_actor else None,
-                               "keep_image": sam, "runtime": r.runtime},
+                               # the frame travels on to a separate post-processing stage when it is
+                               # needed there (SAM refinement, the on-pitch test)
+                               "keep_image": sam or cfg.postprocess.on_pitch > 0, "runtime": r.runtime},
         batch_size=r.batch_size, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=res["actors"]),
         num_cpus=res["num_cpus"], num_gpus=res["num_gpus"], **env,

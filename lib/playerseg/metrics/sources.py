@@ -111,7 +111,7 @@ class SourceMeter:
 
         cfg = self.postprocess_cfg or PostprocessConfig()
         cfg = PostprocessConfig(**{**cfg.__dict__, "instance_classes": [self.classes.names[c] for c in box_classes]})
-        found, _ = postprocess(proba if proba is not None else pred, self.classes, cfg)
+        found, _ = postprocess(proba if proba is not None else pred, self.classes, cfg, sample.image)
         image_id = self.boxes.add_ground_truth(dataclasses.replace(
             sample, id=f"{len(self.boxes.images)}:{sample.id}",
             instances=[i for i in sample.instances if i.class_id in box_classes]))

@@ -1,0 +1,77 @@
+"""Post-processing variants side by side on the validation frames of every source that labels
+player instances (box sets: the detection set's held-out matches; mask sets: Acme's close shots):
+people recall and precision at box IoU 0.5. The model runs once per frame; each variant
+post-processes the same probabilities (source resolution, as `playerseg evaluate` does).
+
+    .venv/bin/python benchmarks/bench_split.py [--model models/unet_effl0_broadcast_v2]
+        [--data-from configs/unet_broadcast_v2.yaml] [--max-frames N]
+
+Variants: `none` (components only), `core` (split at valleys of P(player), `split_core`), `pitch`
+(players must stand on the pitch, `on_pitch`), `core+pitch` (the defaults), `+wide` (also
+`split_wide=0.7`).
+"""
+import argparse
+import dataclasses
+import time
+
+import numpy as np
+
+from playerseg.data.errors import Failures
+from playerseg.data.reader import Subset
+from playerseg.data.registry import build_reader, iter_samples
+from playerseg.evaluate import data_section
+from playerseg.infer.postprocess import PostprocessConfig, postprocess
+from playerseg.metrics.sources import match_boxes
+from playerseg.models import DEFAULT_MODEL
+from playerseg.models.segmenter import Segmenter
+
+BASE = PostprocessConfig(instance_classes=["player"], split_core=0.0, on_pitch=0.0)
+VARIANTS = {
+    "none": BASE,
+    "core": dataclasses.replace(BASE, split_core=PostprocessConfig.split_core),
+    "pitch": dataclasses.replace(BASE, on_pitch=PostprocessConfig.on_pitch),
+    "core+pitch": dataclasses.replace(BASE, split_core=PostprocessConfig.split_core, on_pitch=PostprocessConfig.on_pitch),
+    "+wide": dataclasses.replace(BASE, split_core=PostprocessConfig.split_core, on_pitch=PostprocessConfig.on_pitch,
+                                 split_wide=0.7),
+}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=str(DEFAULT_MODEL))
+    p.add_argument("--data-from", default="configs/unet_broadcast_v2.yaml")
+    p.add_argument("--max-frames", type=int, default=0)
+    args = p.parse_args()
+    seg = Segmenter.load(args.model, device="cpu", runtime="auto")
+    player = seg.classes.player
+    print(f"model {args.model}; people recall / precision at box IoU 0.5 on the val split")
+    for src in data_section(args.data_from).source_list():
+        reader = build_reader(src, "val")
+        if args.max_frames:
+            reader = Subset(reader, reader.keys()[: args.max_frames], "val")
+        counts = {v: [0, 0, 0] for v in VARIANTS}  # tp, truth, detections
+        frames, start = 0, time.perf_counter()
+        for sample in iter_samples(reader, Failures()):
+            truth = np.array([i.box for i in sample.instances if i.class_id == player], np.float64).reshape(-1, 4)
+            if not len(truth):
+                continue
+            frames += 1
+            proba = seg.predict_proba(sample.image[None])[0]
+            for name, cfg in VARIANTS.items():
+                found = [i for i in postprocess(proba, seg.classes, cfg, sample.image)[0] if i.class_id == player]
+                boxes = np.array([i.box for i in found], np.float64).reshape(-1, 4)
+                c = counts[name]
+                c[0] += match_boxes(boxes, np.array([i.score for i in found]), truth)
+                c[1] += len(truth)
+                c[2] += len(boxes)
+        if not frames:
+            continue
+        print(f"\n{src.name}: {frames} frames with players ({time.perf_counter() - start:.0f} s)")
+        print("| variant | recall | precision | F1 |\n| --- | ---: | ---: | ---: |")
+        for name, (tp, gt, det) in counts.items():
+            r, pr = tp / gt, tp / max(1, det)
+            print(f"| {name} | {r:.3f} | {pr:.3f} | {2 * r * pr / max(1e-9, r + pr):.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
