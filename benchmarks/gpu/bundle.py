@@ -96,7 +96,10 @@ def build(out: Path, pack: Path | None, quality: int, with_scipy: bool, max_mib:
         sys.path.insert(0, str(HERE))
         from pack import build_pack
 
-        build_pack(str(ROOT / "configs" / "unet_broadcast.yaml"), str(tmp / "pack.zip"), quality=quality)
+        from playerseg.io import shared_data_dir
+
+        build_pack(str(ROOT / "configs" / "unet_broadcast.yaml"), str(tmp / "pack.zip"), quality=quality,
+                   data_root=str(shared_data_dir()))
     else:
         shutil.copy2(pack, tmp / "pack.zip")
     files = {}

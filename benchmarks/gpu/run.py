@@ -177,12 +177,14 @@ def converted(torch, base, dtype: str, channels_last: bool):
     return m.to(memory_format=torch.channels_last) if channels_last else m
 
 
-def kernel_share(torch, fn, x, device, calls: int = 3) -> float | None:
+def kernel_share(torch, fn, x, device, calls: int = 3) -> dict | None:
     """Share of the wall time of `calls` calls during which CUDA kernels ran (torch.profiler's kernel
     times; the CUDA-event share counts the GPU's gaps between kernels as busy); None on CPU."""
     if device.type != "cuda":
         return None
     from torch.profiler import ProfilerActivity, profile
+
+    from torch.autograd import DeviceType
 
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
@@ -191,10 +193,10 @@ def kernel_share(torch, fn, x, device, calls: int = 3) -> float | None:
             fn(x)
         torch.cuda.synchronize()
         wall = time.perf_counter() - t0
-    us = 0.0
-    for e in prof.key_averages():
-        us += getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0.0) or 0.0
-    return round(us / 1e6 / wall, 3)
+    kernels = [e for e in prof.events() if e.device_type == DeviceType.CUDA]  # one stream: no overlap
+    busy = sum(e.time_range.elapsed_us() for e in kernels) / 1e6
+    return {"kernel_busy_share": round(busy / wall, 3), "kernels_per_call": len(kernels) // calls,
+            "profiled_ms_per_call": round(1000 * wall / calls, 3)}
 
 
 def time_calls(torch, fn, x, device, deadline: float, min_iters: int, min_seconds: float, warmup: int = 3) -> dict:
@@ -292,19 +294,20 @@ def phase_infer(args, rec: Record, deadline: float) -> None:
                 torch.cuda.empty_cache()
         return row
 
-    # 1) what runtime "auto" runs (autocast + channels_last) over every batch, 2) plain fp32, 3) the rest
-    order = [(auto, True, b) for b in args.batches] + [("fp32", False, b) for b in args.batches]
+    # in this order, every height at each step: 1) what runtime "auto" runs on CUDA (autocast +
+    # channels_last) over every batch, 2) plain fp32, 3) the other settings at two mid batch sizes
+    groups = [[(auto, True, b) for b in args.batches], [("fp32", False, b) for b in args.batches]]
     mid = [b for b in args.batches if b >= 4][:2] or args.batches[:1]
-    order += [(p, cl, b) for p in precisions for cl in (True, False) for b in mid if (p, cl, b) not in order]
-    order = [o for o in order if o[0] in precisions]
-    for height in args.heights:
-        for precision, cl, batch in order:
-            row = cell(height, precision, cl, batch)
-            if row is None:
-                rec["stopped"] = "phase time used up"
-                break
-            rec["cells"].append(row)
-            rec.save()
+    groups.append([(p, cl, b) for p in precisions for cl in (True, False) for b in mid
+                   if (p, cl, b) not in groups[0] + groups[1]])
+    steps = [(h, p, cl, b) for g in groups for h in args.heights for p, cl, b in g if p in precisions]
+    for height, precision, cl, batch in steps:
+        row = cell(height, precision, cl, batch)
+        if row is None:
+            rec["stopped"] = "phase time used up"
+            break
+        rec["cells"].append(row)
+        rec.save()
     models.clear()
     ok = [r for r in rec["cells"] if "frames_per_s" in r]
     best = {h: max((r for r in ok if r["height"] == h), key=lambda r: r["frames_per_s"], default=None)
@@ -318,9 +321,9 @@ def phase_infer(args, rec: Record, deadline: float) -> None:
                 x = torch.randn(b["batch"], 3, *input_hw(height), device=device).to(getattr(torch, PRECISIONS[b["precision"]][1]))
                 if b["channels_last"]:
                     x = x.contiguous(memory_format=torch.channels_last)
-                b["kernel_busy_share"] = kernel_share(torch, forward_fn(m, b["precision"]), x, device)
+                b["profiled"] = kernel_share(torch, forward_fn(m, b["precision"]), x, device)
             except Exception as e:  # noqa: BLE001
-                b["kernel_busy_share_error"] = f"{type(e).__name__}: {e}"[:300]
+                b["profiled_error"] = f"{type(e).__name__}: {e}"[:300]
             rec.save()
     # 4) end to end: uint8 1080p frames on the host -> resize, normalise, model, argmax -> class maps on the host
     for height, b in best.items():
@@ -390,7 +393,7 @@ def end_to_end(torch, base, preprocess, device, height: int, best: dict, args, d
         row.update(time_calls(torch, fn, frames, device, deadline, args.min_iters, args.min_seconds))
         row["frames_per_s"] = round(best["batch"] * 1000 / row["ms_per_call"], 2)
         row["nvidia_smi_util"] = sampler.mean(t0, time.monotonic())
-        row["kernel_busy_share"] = kernel_share(torch, fn, frames, device)
+        row["profiled"] = kernel_share(torch, fn, frames, device)
     except Exception as e:  # noqa: BLE001
         row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
     return row
@@ -417,6 +420,47 @@ class TimedLoader:
                 return
             self.wait += time.perf_counter() - t
             yield batch
+
+
+class EpochSeeded:
+    """`CropDataset` behind persistent DataLoader workers. A worker keeps the copy of the dataset it
+    started with, so an epoch seed set in the main process (`set_epoch_seed`) would never reach it:
+    here every index carries the seed (`SeededSampler` yields (seed, index) pairs)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+        self.seed = 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item):
+        seed, index = item
+        if self.dataset.seed != seed:
+            self.dataset.set_epoch_seed(seed)
+        return self.dataset[index]
+
+
+class SeededSampler:
+    """A random order of the dataset's indices for the current epoch seed, as (seed, index) pairs."""
+
+    def __init__(self, seeded: EpochSeeded):
+        self.seeded = seeded
+
+    def __len__(self) -> int:
+        return len(self.seeded)
+
+    def __iter__(self):
+        import torch
+
+        g = torch.Generator().manual_seed(self.seeded.seed)
+        return iter([(self.seeded.seed, int(i)) for i in torch.randperm(len(self.seeded), generator=g)])
+
+
+def _worker_init(_):
+    import cv2
+
+    cv2.setNumThreads(1)  # one OpenCV thread per DataLoader worker (no oversubscription)
 
 
 class _Fixed:
@@ -496,9 +540,10 @@ def phase_train(args, rec: Record, deadline: float) -> None:
     rec.save()
 
     batch = cfg.run.batch_size
-    # not persistent: workers copy the dataset when they start, and must see each epoch's seed
-    loader = DataLoader(train_set, batch_size=batch, shuffle=True, drop_last=True, num_workers=args.loader_workers,
-                        pin_memory=device.type == "cuda")
+    seeded = EpochSeeded(train_set)
+    loader = DataLoader(seeded, batch_size=batch, sampler=SeededSampler(seeded), drop_last=True,
+                        num_workers=args.loader_workers, persistent_workers=args.loader_workers > 0,
+                        worker_init_fn=_worker_init, pin_memory=device.type == "cuda")
     timed = TimedLoader(loader)
     # throughput probe (lr 0: the weights stay; BatchNorm statistics move a little), the second one timed
     train_set.length = batch * args.probe_steps
@@ -527,8 +572,8 @@ def phase_train(args, rec: Record, deadline: float) -> None:
     t_train = time.monotonic()
     epoch = -1
     for epoch in range(epochs):
-        seed_everything(cfg.run.seed * 1_000_003 + epoch * 1009)
-        train_set.set_epoch_seed(cfg.run.seed * 1_000_003 + epoch * 1009)
+        seeded.seed = cfg.run.seed * 1_000_003 + epoch * 1009
+        seed_everything(seeded.seed)
         timed.wait = 0.0
         t0 = time.monotonic()
         m = train_one_epoch(model, timed, loss_fn, optimizer, sched, scaler, preprocess, device, 1, amp)
@@ -571,7 +616,7 @@ def phase_train(args, rec: Record, deadline: float) -> None:
 
     shutil.rmtree(out / "checkpoint", ignore_errors=True)
     # the folder loads with the one loader and predicts what the trained model predicts
-    loaded = Segmenter.load(str(out / "model"), device=str(device), runtime="torch")
+    loaded = Segmenter.load(str(out / "model"), device="cpu", runtime="torch")  # fp32, no autocast
     sample = val_store.get(val_store.keys[0]) if len(val_store) else train_set.store.get(train_set.store.keys[0])
     import copy
 
@@ -589,7 +634,7 @@ def phase_train(args, rec: Record, deadline: float) -> None:
             want[name] = m(x).float().softmax(1)[0, :, : sample.height, : sample.width].cpu().numpy()
     got = loaded.predict_proba(sample.image[None])[0]
     rec["model_folder"] = {"path": str(out / "model"), "files": files, "classes": list(loaded.classes.names),
-                           "loaded_with": "Segmenter.load(runtime='torch')",
+                           "loaded_with": "Segmenter.load(device='cpu', runtime='torch')",
                            "max_proba_diff_vs_trained_fp16_weights": round(float(abs(got - want["fp16"]).max()), 6),
                            "max_proba_diff_vs_trained_fp32_weights": round(float(abs(got - want["fp32"]).max()), 6)}
     rec.save()
@@ -627,11 +672,15 @@ def run_phase(name: str, args, budget: float, grace: float, summary: Record) -> 
     print(f"[{time.strftime('%H:%M:%S')}] {name}: up to {budget:.0f} s (+{grace:.0f} s grace)", flush=True)
     t0 = time.monotonic()
     status = {"budget_s": budget}
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)  # its own process group
     try:
-        done = subprocess.run(cmd, env=env, timeout=budget + grace)
-        status["exit"] = done.returncode
-        status["status"] = "ok" if done.returncode == 0 else "failed"
+        status["exit"] = proc.wait(timeout=budget + grace)
+        status["status"] = "ok" if status["exit"] == 0 else "failed"
     except subprocess.TimeoutExpired:
+        import signal
+
+        os.killpg(proc.pid, signal.SIGKILL)  # with its DataLoader workers and nvidia-smi sampler
+        proc.wait()
         status["status"] = "killed at the phase's time limit"
     status["seconds"] = round(time.monotonic() - t0, 1)
     figures = json.loads(out_json.read_text()) if out_json.is_file() else {}
