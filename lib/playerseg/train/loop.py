@@ -35,7 +35,6 @@ from playerseg.metrics.sources import SourceMeter
 from playerseg.models.registry import build_model, normalisation
 from playerseg.models.segmenter import CHECKPOINT_FILE, META_FILE, Preprocess, load_checkpoint, model_meta
 from playerseg.optim import SWA, build_optimizer, build_scheduler
-from playerseg.train.augment import build_augment
 from playerseg.train.config import RunOptions, TrainConfig
 from playerseg.train.dataset import CropDataset, FrameStore, box_lists
 from playerseg.train.tracking import Tracker
@@ -142,22 +141,29 @@ def report_epoch(metrics: dict, epoch: int, save=None) -> None:
                          checkpoint_dir_name=f"checkpoint_epoch{epoch:03d}")
 
 
-def build_training(cfg: TrainConfig, device: torch.device):
-    """Model, loss and the train / val frame stores of a config (shared with the benchmark).
+def build_training(cfg: TrainConfig, device: torch.device, read=None, transform=None):
+    """Model, loss and the train / val frame stores of a config (shared with the benchmarks).
 
     Several `data.sources` are read side by side (source names key the stores and the metrics);
-    one source is named "" so its metrics keep their plain names."""
+    one source is named "" so its metrics keep their plain names. `read(source_cfg, split)` replaces
+    `build_reader` (the GPU bundle reads a prepared pack), `transform` the albumentations pipeline
+    of `train.augment` (imported only when used: a machine without albumentations can still train)."""
     classes = TaskClasses(tuple(cfg.data.classes))
     cfg.model.num_classes = len(classes)
     preprocess = preprocess_of(cfg)
     failures = Failures()
     sources = cfg.data.source_list()
     named = {(s.name if cfg.data.sources else ""): s for s in sources}
-    train_store = FrameStore({n: build_reader(s, "train") for n, s in named.items()}, preprocess, cfg.run.cache, failures)
-    val_store = FrameStore({n: build_reader(s, "val") for n, s in named.items()}, preprocess, cfg.run.cache, failures)
+    read = read or build_reader
+    train_store = FrameStore({n: read(s, "train") for n, s in named.items()}, preprocess, cfg.run.cache, failures)
+    val_store = FrameStore({n: read(s, "val") for n, s in named.items()}, preprocess, cfg.run.cache, failures)
     if cfg.run.max_val_images:
         val_store.keys = [e for n in named for e in [k for k in val_store.keys if k[0] == n][: cfg.run.max_val_images]]
-    train_set = CropDataset(train_store, build_augment(cfg.augment, tuple(cfg.input.crop)), classes,
+    if transform is None:
+        from playerseg.train.augment import build_augment
+
+        transform = build_augment(cfg.augment, tuple(cfg.input.crop))
+    train_set = CropDataset(train_store, transform, classes,
                             cfg.run.samples_per_epoch, {n: s.weight for n, s in named.items()},
                             cfg.input.object_crop_p, tuple(cfg.input.crop),
                             {n: s.pitch_prior for n, s in named.items()})
