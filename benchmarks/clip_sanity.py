@@ -28,7 +28,7 @@ def main(models: list[str]) -> None:
                         continue
                     im = f.to_ndarray(format="rgb24")
                     frames += 1
-                    found, _ = postprocess(seg.predict_proba(im[None])[0], seg.classes, PostprocessConfig())
+                    found, _ = postprocess(seg.predict_proba(im[None])[0], seg.classes, PostprocessConfig(), im)
                     players = [s for s in found if s.class_id == seg.classes.player]
                     n += len(players)
                     big += any(s.mask.sum() > 0.015 * im.shape[0] * im.shape[1] for s in players)

@@ -20,7 +20,7 @@ for clip, idx in [("bundesliga_478p", (20, 120)), ("laliga_720p", (100, 450)), (
         if i > max(idx): break
     for i in idx:
         im = frames[i]; proba = seg.predict_proba(im[None])[0]
-        inst, sem = postprocess(proba, seg.classes, PostprocessConfig(split_wide=0.7))
+        inst, sem = postprocess(proba, seg.classes, PostprocessConfig(), im)
         ov = overlay(im, sem, seg.classes)
         for s in inst:
             if s.class_id == seg.classes.player:
