@@ -94,6 +94,9 @@ def run(args) -> int:
 
     cfg = config_from_args(args)
     check_config(cfg)
+    from playerseg.infer.pipeline import model_info
+
+    model_info(cfg.model, cfg.target_height)  # a broken model is named before Ray starts
     init_ray(args.address)
     summary = run_inference(cfg, overwrite=args.overwrite)
     print_summary(summary)
