@@ -13,6 +13,7 @@ from playerseg.classes import TaskClasses
 from playerseg.infer.pipeline import InferConfig, load_segmenter, run_inference
 from playerseg.video.frames import Unit
 from playerseg.infer.writer import UnitWriter
+from playerseg.ledger import Ledger
 from playerseg.metrics import rle
 from playerseg.video.schema import PREDICTION_SCHEMA
 
@@ -146,7 +147,7 @@ def test_postprocess_in_actor_and_sam_refinement(local_ray, model_dir, inputs, t
 
 def test_unit_writer_exactly_once(tmp_path):
     unit = Unit("video", "v", "000000-000002", 2, {})
-    writer = UnitWriter(str(tmp_path), {unit.key: unit}, TaskClasses().names)
+    writer = UnitWriter(Ledger(str(tmp_path), {}), {unit.key: unit}, TaskClasses().names)
     row = {"unit": unit.key, "video_id": "v", "pts_seconds": 0.0, "width": 4, "height": 4, "error": "",
            "instances": "[]", "num_instances": 0,
            "fractions": json.dumps({"background": 1.0, "player": 0.0, "led_board": 0.0})}
@@ -159,7 +160,7 @@ def test_unit_writer_exactly_once(tmp_path):
     assert [r["frame_index"] for r in read(tmp_path / "frames")] == [0, 1]
 
     other = Unit("video", "v", "000002-000004", 2, {})
-    w2 = UnitWriter(str(tmp_path), {other.key: other}, TaskClasses().names)
+    w2 = UnitWriter(Ledger(str(tmp_path), {}), {other.key: other}, TaskClasses().names)
     w2.add({**row, "unit": other.key, "frame_index": 2})
     w2.finish()  # frame 3 never came: reported, not written
     assert "incomplete: 1 of 2 frames" in w2.failures.summary() and w2.written == []

@@ -42,6 +42,21 @@ def require_path(path: str | Path, what: str, hint: str = "", kind: str = "any")
         raise ConfigError(f"{what} {text}: {problem}" + (f"; {hint}" if hint else ""))
 
 
+def at_least(minimum, default, above: bool = False):
+    """A config field whose value must be >= `minimum` (> with `above`; None passes), checked where
+    the config is loaded: `batch_size: int = at_least(1, 4)`."""
+    return dataclasses.field(default=default, metadata={"above" if above else "min": minimum})
+
+
+def _check_range(f: dataclasses.Field, value, where: str) -> None:
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if "min" in f.metadata and value < f.metadata["min"]:
+        raise ConfigError(f"{where}: {value!r} is out of range (at least {f.metadata['min']})")
+    if "above" in f.metadata and value <= f.metadata["above"]:
+        raise ConfigError(f"{where}: {value!r} is out of range (more than {f.metadata['above']})")
+
+
 def _is_dataclass_type(tp) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
@@ -122,6 +137,9 @@ def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; {cls.__name__} takes {sorted(names)}")
     kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    for f in dataclasses.fields(cls):
+        if f.name in kwargs and f.metadata:
+            _check_range(f, kwargs[f.name], f"{where}.{f.name}")
     return cls(**kwargs)
 
 

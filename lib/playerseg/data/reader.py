@@ -188,12 +188,15 @@ def max_image_pixels() -> int:
 def image_size(data: bytes, path: str) -> tuple[int, int]:
     """(width, height) from an encoded image's header, nothing decoded; DataError when unreadable."""
     import io
+    import warnings
 
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            return im.size
+        with warnings.catch_warnings():  # PIL warns of large sizes; decode_image applies our own limit
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                return im.size
     except Image.DecompressionBombError as e:
         raise DataError(path, f"image over the size limit, not decoded: {e}") from None
     except (UnidentifiedImageError, OSError, ValueError) as e:

@@ -32,6 +32,7 @@ from typing import Iterator
 import numpy as np
 
 from playerseg.classes import TaskClasses
+from playerseg.config import at_least
 from playerseg.infer.postprocess import PostprocessConfig, class_fractions, instance_records, postprocess
 from playerseg.ledger import Ledger
 from playerseg.video.frames import Unit, plan_units, read_unit
@@ -53,15 +54,15 @@ HEAP_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_":
 
 @dataclass
 class ResourcesConfig:
-    actors: int = 0  # model replicas; 0 = fill the cluster: GPUs / gpus_per_actor, else one per spare CPU
-    cpus_per_actor: float = 0.0  # 0 = 1 beside a GPU, else the spare CPUs shared by the actors; fractions ok
+    actors: int = at_least(0, 0)  # model replicas; 0 = fill the cluster: GPUs / gpus_per_actor, else one per spare CPU
+    cpus_per_actor: float = at_least(0.0, 0.0)  # 0 = 1 beside a GPU, else the spare CPUs shared by the actors; fractions ok
     gpus_per_actor: float = -1.0  # -1 = 1 when the cluster has GPUs, else 0; fractional allowed
-    torch_threads: int = 0  # 0 = round(cpus_per_actor), at least 1 (never more threads than cores); ONNX Runtime's too
+    torch_threads: int = at_least(0, 0)  # 0 = round(cpus_per_actor), at least 1 (never more threads than cores); ONNX Runtime's too
     runtime: str = "auto"  # auto (ONNX Runtime on CPU actors, torch + autocast on GPU) | torch | onnxruntime
-    batch_size: int = 4  # frames per model call
-    decode_cpus: float = 0.25
-    decode_threads: int = 1  # codec threads per decode task
-    postprocess_cpus: float = 0.25
+    batch_size: int = at_least(1, 4)  # frames per model call
+    decode_cpus: float = at_least(0.0, 0.25, above=True)
+    decode_threads: int = at_least(1, 1)  # codec threads per decode task
+    postprocess_cpus: float = at_least(0.0, 0.25)
     postprocess_in_actor: bool | None = None  # None = inside CPU actors, as tasks beside GPU actors
     worker_env: dict[str, str] = field(default_factory=lambda: dict(HEAP_ENV))  # env of every stage's workers
 
@@ -80,14 +81,14 @@ class InferConfig:
     model: str = ""  # model / checkpoint / run folder written by training (local path or URI)
     inputs: list[str] = field(default_factory=list)  # videos, folders, frame folders, Parquet files
     output: str = "outputs/infer"
-    segment_seconds: float = 10.0  # unit of work, resume and output part files
-    segment_frames: int = 0  # > 0 overrides segment_seconds
-    every: int = 1  # keep every Nth frame
-    fps: float | None = None  # keep at most this many frames per second
-    start: float | None = None  # videos: frames from this time on (seconds)
+    segment_seconds: float = at_least(0.0, 10.0, above=True)  # unit of work, resume and output part files
+    segment_frames: int = at_least(0, 0)  # > 0 overrides segment_seconds
+    every: int = at_least(1, 1)  # keep every Nth frame
+    fps: float | None = at_least(0.0, None, above=True)  # keep at most this many frames per second
+    start: float | None = at_least(0.0, None)  # videos: frames from this time on (seconds)
     end: float | None = None  # videos: frames before this time (seconds), e.g. a quick look at the first 5 s
     tta: bool = False  # test-time augmentation (flip + scales) inside the model
-    target_height: int = -1  # model input height; -1 = the model's own policy (model.json), 0 = its scale
+    target_height: int = at_least(-1, -1)  # model input height; -1 = the model's own policy (model.json), 0 = its scale
     image_id: str = "{video_id}/{frame_index}"  # COCO results image_id template
     device: str = ""  # "" = cuda when the actor has a GPU, else cpu
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)

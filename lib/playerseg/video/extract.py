@@ -41,19 +41,19 @@ log = logging.getLogger(__name__)
 class ExtractConfig:
     inputs: list[str] = field(default_factory=list)  # files, folders, globs; local or fsspec URIs
     out: str = "frames"
-    every: int = 1  # keep every Nth (selected) frame
-    fps: float | None = None  # keep about this many frames per second
-    start: float | None = None  # seconds
+    every: int = cfgmod.at_least(1, 1)  # keep every Nth (selected) frame
+    fps: float | None = cfgmod.at_least(0.0, None, above=True)  # keep about this many frames per second
+    start: float | None = cfgmod.at_least(0.0, None)  # seconds
     end: float | None = None  # seconds (exclusive)
-    width: int | None = None  # resize keeping aspect (one side, or fit inside both)
-    height: int | None = None
+    width: int | None = cfgmod.at_least(2, None)  # resize keeping aspect (one side, or fit inside both)
+    height: int | None = cfgmod.at_least(2, None)
     output: Literal["files", "parquet"] = "files"
     image_format: Literal["jpg", "png"] = "jpg"
-    quality: int = 90  # JPEG quality (PNG: ignored)
-    segment_seconds: float = 10.0
-    num_cpus: float = 1.0  # per segment task
-    concurrency: int | None = None  # max parallel segment tasks (None: as many as CPUs allow)
-    decode_threads: int = 1  # FFmpeg threads per task
+    quality: int = cfgmod.at_least(1, 90)  # JPEG quality (PNG: ignored)
+    segment_seconds: float = cfgmod.at_least(0.0, 10.0, above=True)
+    num_cpus: float = cfgmod.at_least(0.0, 1.0, above=True)  # per segment task
+    concurrency: int | None = cfgmod.at_least(1, None)  # max parallel segment tasks (None: as many as CPUs allow)
+    decode_threads: int = cfgmod.at_least(1, 1)  # FFmpeg threads per task
     address: str | None = None  # Ray cluster to join; None: local/embedded Ray
 
 

@@ -12,7 +12,8 @@ resume, `playerseg.ledger`). Three kinds, a reader each (`READERS`):
   --parquet` writes it); video ids and indices come from its rows.
 
 A folder input holding videos means its videos; else its Parquet files; else every folder in it
-that holds images is a frame folder.
+that holds images is a frame folder. Names starting with `_` (ledgers, probes, summaries) and
+`.tmp-` (files being written) inside a folder input are bookkeeping, not inputs.
 
 Ids. Each video, frame folder or Parquet file gets an id (`Unit.group`, the `video_id` of its
 frames and the folder its outputs go to): its path without extension, shortened to the last
@@ -66,7 +67,7 @@ class Unit:
     @property
     def uri(self) -> str:
         """The input file or folder the unit reads."""
-        return self.spec.get("uri") or self.spec.get("folder") or Segment.from_json(self.spec["segment"]).uri
+        return self.spec.get("uri") or self.spec.get("folder") or self.spec.get("segment", {}).get("uri", "")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -121,10 +122,17 @@ def input_ids(paths: dict[str, str]) -> dict[str, str]:
                               "rename one, or run them into separate --out folders")
 
 
+def video_ids(videos: list[str]) -> dict[str, str]:
+    """uri -> id of video files given together (the ids a run over them gives)."""
+    return input_ids({v: _id_path(v, True) for v in videos})
+
+
 def _id_path(uri: str, is_file: bool) -> str:
-    path = os.path.abspath(uri) if is_local(uri) else uri.split("://", 1)[-1]
-    path = path.removeprefix("file://").rstrip("/")
-    return posixpath.splitext(path)[0] if is_file else path
+    """The path an id is made from: absolute, without protocol, a file without its extension."""
+    path = os.path.abspath(uri.removeprefix("file://")) if is_local(uri) else uri.split("://", 1)[-1]
+    path = path.rstrip("/")
+    ext = posixpath.basename(path).rsplit(".", 1)[-1] if is_file and "." in posixpath.basename(path) else ""
+    return path[: -len(ext) - 1] if ext else path  # `...mp4` -> `..` (then made safe)
 
 
 # ---- readers: Unit -> frames (RGB HxWx3 uint8 at source size) --------------------------------
@@ -261,7 +269,7 @@ def list_inputs(inputs: list[str]) -> Inputs:
                 found.missing.append(str(item))
             elif fs.isdir(path):
                 listing = {f: i for f, i in sorted(fs.find(path, detail=True).items())
-                           if not any(c.startswith((".", "_")) for c in f[len(path):].split("/"))}
+                           if not any(c.startswith(("_", ".tmp-")) for c in f[len(path):].split("/"))}
                 if any(f.lower().endswith(VIDEO_EXTENSIONS) for f in listing):
                     found.videos += [proto + f for f in listing if f.lower().endswith(VIDEO_EXTENSIONS)]
                 elif any(f.endswith(".parquet") for f in listing):

@@ -52,16 +52,16 @@ class RenderConfig:
     mode: Literal["overlay", "side-by-side"] = "overlay"
     color_by: Literal["team", "instance"] = "team"
     labels: bool = False
-    alpha: float = 0.45
+    alpha: float = cfgmod.at_least(0.0, 0.45)
     min_score: float = 0.0
-    fps: float | None = None  # default: the source's
+    fps: float | None = cfgmod.at_least(0.0, None, above=True)  # default: the source's
     start: float | None = None  # video source: frames from this time on (seconds)
     end: float | None = None  # video source: frames before this time (seconds)
-    segment_seconds: float = 10.0
-    crf: int = 20
+    segment_seconds: float = cfgmod.at_least(0.0, 10.0, above=True)
+    crf: int = cfgmod.at_least(0, 20)
     preset: str = "veryfast"
-    num_cpus: float = 1.0
-    concurrency: int | None = None
+    num_cpus: float = cfgmod.at_least(0.0, 1.0, above=True)
+    concurrency: int | None = cfgmod.at_least(1, None)
     address: str | None = None
 
 

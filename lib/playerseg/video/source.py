@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 def init_ray(address: str | None = None) -> None:
     """Join `address` (a cluster), else the running/embedded local Ray; never twice. Ray's console
-    output is kept to errors and progress is ours (`playerseg.progress.quiet_ray`)."""
+    output is kept to errors and progress is ours (`playerseg.progress.quiet_ray`). An embedded Ray
+    started by `playerseg` listens on 127.0.0.1 only (`cli.local_ray_on_loopback`)."""
     from playerseg.progress import quiet_ray
 
     options = quiet_ray()
