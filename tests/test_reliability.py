@@ -250,3 +250,20 @@ def test_embedded_ray_listens_on_loopback_only(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert "NODE 127.0.0.1" in run.stdout, run.stderr[-2000:]
+
+
+def test_a_second_render_into_the_same_output_is_refused(ray_local, tmp_path):
+    from playerseg.ledger import acquire_lock, release_lock
+    from playerseg.video.encode import video_stats
+    from playerseg.video.render import RenderConfig, run_render
+
+    clip = write_test_clip(str(tmp_path / "clip.mp4"), frames=10)
+    out = str(tmp_path / "overlay.mp4")
+    lock = acquire_lock(out + ".parts")
+    try:
+        with pytest.raises(ConfigError, match="another run is writing here"):
+            run_render(RenderConfig(source=clip, out=out, segment_seconds=0.2))
+    finally:
+        release_lock(lock)
+    run_render(RenderConfig(source=clip, out=out, segment_seconds=0.2))
+    assert video_stats(out)["frames"] == 10 and not os.path.exists(out + ".parts")

@@ -107,6 +107,25 @@ def fingerprint(path: str, info: dict | None = None) -> dict:
     return {"size": size, "mtime": str(mtime), "head_tail_sha256": h.hexdigest()[:16]}
 
 
+def listing_fingerprint(entries: list[tuple[str, dict]]) -> str:
+    """A hash of (name, size, mtime) of files as listed (`fs.find(..., detail=True)` items): a file
+    added, removed, replaced or touched changes it. Nothing is read."""
+    rows = sorted((name.rsplit("/", 1)[-1], info.get("size"), str(info.get("mtime", info.get("LastModified", ""))))
+                  for name, info in entries)
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
+
+
+def tree_fingerprint(path: str) -> str:
+    """`listing_fingerprint` of every file under `path` (a file: itself); "" when it does not exist."""
+    fs, fpath = filesystem(path)
+    if not fs.exists(fpath):
+        return ""
+    if not fs.isdir(fpath):
+        return listing_fingerprint([(fpath, fs.info(fpath))])
+    entries = [(f[len(fpath):], i) for f, i in fs.find(fpath, detail=True).items() if "/.tmp-" not in f]
+    return listing_fingerprint(entries)
+
+
 def sha256_file(path: str) -> str:
     """The sha256 of a whole file (model weights: small enough to read once per run)."""
     h = hashlib.sha256()

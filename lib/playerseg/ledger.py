@@ -53,6 +53,37 @@ def _said(diffs: list[str]) -> str:
     return ", ".join(diffs[:3]) + (f" and {len(diffs) - 3} more" if len(diffs) > 3 else "")
 
 
+def acquire_lock(root: str):
+    """Hold `<root>/_lock` (local folders; None elsewhere: object stores have no locks, every file is
+    still written atomically). ConfigError naming the holder when another process holds it."""
+    if not is_local(root):
+        return None
+    import fcntl
+
+    folder = filesystem(root)[1]
+    os.makedirs(folder, exist_ok=True)
+    f = open(os.path.join(folder, LOCK_FILE), "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise ConfigError(f"{root}: another run is writing here ({holder}); wait for it to end, "
+                          "or use another --out") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    f.flush()
+    return f
+
+
+def release_lock(lock) -> None:
+    if lock is not None:
+        with contextlib.suppress(OSError):
+            lock.close()  # closing releases the flock
+
+
 class Ledger:
     """Signature, done markers and lock of the output folder `root` (local path or URI).
 
@@ -82,32 +113,11 @@ class Ledger:
         self._unlock()
 
     def _lock(self) -> None:
-        if not is_local(self.root):
-            return  # object stores have no locks: every file is still written atomically
-        import fcntl
-
-        folder = filesystem(self.root)[1]
-        os.makedirs(folder, exist_ok=True)
-        f = open(os.path.join(folder, LOCK_FILE), "a+")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
-            f.close()
-            raise ConfigError(f"{self.root}: another run is writing here ({holder}); wait for it to end, "
-                              "or use another --out") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-        f.flush()
-        self._lock_file = f
+        self._lock_file = acquire_lock(self.root)
 
     def _unlock(self) -> None:
-        if self._lock_file is not None:
-            with contextlib.suppress(OSError):
-                self._lock_file.close()  # closing releases the flock
-            self._lock_file = None
+        release_lock(self._lock_file)
+        self._lock_file = None
 
     def _check_signature(self) -> None:
         path = self.path(RUN_FILE)

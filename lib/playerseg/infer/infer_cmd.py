@@ -68,6 +68,9 @@ def check_config(cfg: InferConfig) -> None:
                           "e.g. `playerseg infer ../shared/data/videos`")
     for item in cfg.inputs:
         require_path(item, "input", "give videos, folders, frame folders or Parquet files")
+    from playerseg.video.frames import list_inputs
+
+    list_inputs(cfg.inputs).ids()  # two inputs with one id: refused before Ray starts
     cfg.model = model_or_default(cfg.model)
     if cfg.start is not None and cfg.end is not None and cfg.end <= cfg.start:
         raise ConfigError(f"--end {cfg.end} must be after --start {cfg.start}")

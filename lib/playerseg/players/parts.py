@@ -103,15 +103,12 @@ def frames_for(part: str, units: list, needed: set[int]):
 
 
 def write_table(path: str, table, metadata: dict | None = None) -> None:
-    import pyarrow.parquet as pq
-
-    from playerseg.io import atomic_path, filesystem
+    """`io.write_table_atomic`, with `metadata` added to the schema (the clustering stamp)."""
+    from playerseg.io import write_table_atomic
 
     if metadata:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
-    with atomic_path(path) as tmp:
-        fs, fpath = filesystem(tmp)
-        pq.write_table(table, fpath, filesystem=fs)
+    write_table_atomic(path, table)
 
 
 def cache_table(out: dict):

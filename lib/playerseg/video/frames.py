@@ -29,7 +29,6 @@ with `error` set and no image: the job reports it and keeps the unit's other fra
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -40,7 +39,7 @@ from typing import Callable, Iterator
 
 from playerseg.config import ConfigError
 from playerseg.data.errors import DataError, Failures
-from playerseg.io import filesystem, fingerprint, is_local, read_json
+from playerseg.io import filesystem, fingerprint, is_local, listing_fingerprint, read_json
 from playerseg.video.probe import VIDEO_EXTENSIONS
 from playerseg.video.segments import Frame, Segment, decode_segment
 
@@ -211,9 +210,7 @@ def folder_rate(folder: str) -> tuple[float, str]:
 
 
 def _frame_units(folder: str, group: str, files: list[tuple[str, dict]], every: int, size: int) -> list[Unit]:
-    source = {"files_sha256": hashlib.sha256(json.dumps(
-        [(posixpath.basename(f), i.get("size"), str(i.get("mtime", ""))) for f, i in files]).encode()).hexdigest()[:16],
-        "files": len(files)}
+    source = {"files_sha256": listing_fingerprint(files), "files": len(files)}
     names = [f for f, _ in files]
     indices = frame_numbers(names)
     order = sorted(range(len(names)), key=lambda i: indices[i])[:: max(1, every)]

@@ -16,6 +16,7 @@ The output has the source's fps and frame count.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -203,9 +204,8 @@ def render_chunk(unit: Unit, video_id: str, fps: str, path: str, cfg: RenderConf
 
 
 def run_render(cfg: RenderConfig) -> dict:
-    import ray
-
-    from playerseg.video.encode import concat, remove_quietly, video_stats
+    from playerseg.ledger import LOCK_FILE, acquire_lock, release_lock
+    from playerseg.io import tree_fingerprint
     from playerseg.video.source import init_ray
 
     if not cfg.source:
@@ -214,8 +214,28 @@ def run_render(cfg: RenderConfig) -> dict:
     vid, fps, units = open_source(cfg)
     opts = {k: getattr(cfg, k) for k in ("predictions", "ground_truth", "mode", "color_by", "labels", "alpha", "min_score", "crf", "preset",
                                  "start", "end")}
-    tag = hashlib.sha1(json.dumps([opts, fps]).encode()).hexdigest()[:8]
+    # parts are reused only while options and content are unchanged (source, predictions, ground truth)
+    content = [sorted({json.dumps(u.source, sort_keys=True) for u in units}),
+               tree_fingerprint(cfg.predictions) if cfg.predictions else "",
+               tree_fingerprint(cfg.ground_truth) if cfg.ground_truth else ""]
+    tag = hashlib.sha1(json.dumps([opts, fps, content]).encode()).hexdigest()[:8]
     parts_dir = f"{cfg.out}.parts"
+    lock = acquire_lock(parts_dir)  # one render into `out` at a time
+    try:
+        return _render_parts(cfg, vid, fps, units, tag, parts_dir)
+    finally:
+        release_lock(lock)
+        with contextlib.suppress(OSError):
+            if os.listdir(parts_dir) == [LOCK_FILE]:  # every part joined: nothing left to resume
+                os.remove(f"{parts_dir}/{LOCK_FILE}")
+                os.rmdir(parts_dir)
+
+
+def _render_parts(cfg: RenderConfig, vid: str, fps: str, units: list[Unit], tag: str, parts_dir: str) -> dict:
+    import ray
+
+    from playerseg.video.encode import concat, remove_quietly, video_stats
+
     parts = [f"{parts_dir}/{tag}-{u.group.replace('/', '_')}-{u.name}.mp4" for u in units]
     todo = [{"unit": u.to_json(), "path": p} for u, p in zip(units, parts) if not exists(p)]
     log.info("render %s (%s, %s fps): %d segments, %d to encode", vid, units[0].kind if units else "-", fps,
@@ -234,8 +254,6 @@ def run_render(cfg: RenderConfig) -> dict:
                 bar.update(row["frames"])
     concat(parts, cfg.out)
     remove_quietly(parts)
-    if os.path.isdir(parts_dir) and not os.listdir(parts_dir):
-        os.rmdir(parts_dir)
     stats = {"video_id": vid, "out": cfg.out, **video_stats(cfg.out)}
     print(f"wrote {cfg.out}: {stats['frames']} frames, {stats['fps']:.3f} fps, {stats['width']}x{stats['height']}")
     return stats
