@@ -183,11 +183,11 @@ def test_a_second_run_into_a_held_output_is_refused(tmp_path, capsys):
 
 # ---- input checked early, in one line ---------------------------------------------------------
 @pytest.mark.parametrize("argv, says", [
-    (["extract", "{clip}", "--out", "{out}", "--every", "0"], "every: 0 is out of range (at least 1)"),
-    (["extract", "{clip}", "--out", "{out}", "--every", "-2"], "every: -2 is out of range (at least 1)"),
+    (["extract", "{clip}", "--out", "{out}", "--every", "0"], "--every 0 is out of range (at least 1)"),
+    (["extract", "{clip}", "--out", "{out}", "--every", "-2"], "--every -2 is out of range (at least 1)"),
     (["infer", "{clip}", "--out", "{out}", "--set", "resources.batch_size=-1"], "resources.batch_size: -1 is out of range"),
     (["infer", "{clip}", "--out", "{out}", "--set", "every=0"], "every: 0 is out of range"),
-    (["render", "{clip}", "--out", "{out}.mp4", "--segment-seconds", "0"], "segment_seconds: 0.0 is out of range"),
+    (["render", "{clip}", "--out", "{out}.mp4", "--segment-seconds", "0"], "--segment-seconds 0.0 is out of range"),
 ])
 def test_config_ranges_are_checked_at_load(tmp_path, capsys, argv, says):
     clip = str(tmp_path / "clip.mp4")

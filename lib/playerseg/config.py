@@ -175,11 +175,13 @@ def _merge(base: dict, extra: dict) -> dict:
 
 
 def load(
-    cls: type[T], path: str | Path | None = None, overrides=(), base: dict | None = None, flags: dict | None = None
+    cls: type[T], path: str | Path | None = None, overrides=(), base: dict | None = None, flags: dict | None = None,
+    flag_names: dict | None = None,
 ) -> T:
     """Defaults of `cls`, then `base`, then the YAML file at `path`, then `overrides`, then `flags`.
 
-    `flags` maps dotted keys to values given by explicit command-line flags (None = not given).
+    `flags` maps dotted keys to values given by explicit command-line flags (None = not given);
+    `flag_names` maps top-level keys to their flags, which errors then name (`--every 0 is ...`).
     """
     data = _merge(to_dict(cls()), base or {})
     where = "config"
@@ -199,7 +201,14 @@ def load(
     for key, value in (flags or {}).items():
         if value is not None:
             _set_path(explicit, key, value)
-    return from_dict(cls, _merge(data, explicit), where)
+    try:
+        return from_dict(cls, _merge(data, explicit), where)
+    except ConfigError as e:  # a bad value given by a flag: name the flag, as the user typed it
+        for key, flag in (flag_names or {}).items():
+            prefix = f"{where}.{key}: "
+            if key in explicit and str(e).startswith(prefix):
+                raise ConfigError(f"{flag} {str(e)[len(prefix):]}") from None
+        raise
 
 
 def add_config_arguments(parser, cls: type | str) -> None:
@@ -222,7 +231,9 @@ def from_args(cls: type[T], args, flags: dict[str, str] | None = None, base: dic
     for dest, key in (flags or {}).items():
         value = getattr(args, dest, None)
         given[key] = None if isinstance(value, list) and not value else value
-    return load(cls, getattr(args, "config", None), getattr(args, "overrides", ()), base=base, flags=given)
+    names = {key: "--" + dest.replace("_", "-") for dest, key in (flags or {}).items()}
+    return load(cls, getattr(args, "config", None), getattr(args, "overrides", ()), base=base, flags=given,
+                flag_names=names)
 
 
 def dump(cfg, path: str | Path) -> None:
