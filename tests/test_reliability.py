@@ -4,6 +4,7 @@ ledger's content-checked resume and lock, truncated videos, bad frames, header b
 Most cases need no Ray (planning frame folders, the ledger, the decoders); the few that run a job
 share one local Ray.
 """
+import json
 import os
 import subprocess
 import sys
@@ -73,6 +74,24 @@ def test_names_are_safe_and_stay_under_the_output():
     for bad in ("../x", "/etc/passwd", "a/../../x", "."):
         with pytest.raises(ValueError):
             under("/out", bad)
+
+
+def test_dot_named_video_outputs_stay_apart(tmp_path):
+    """`...mp4` into infer: its parts go to `predictions/--/`, never onto another output."""
+    from playerseg.classes import TaskClasses
+    from playerseg.infer.writer import UnitWriter
+    from playerseg.video.frames import Unit, video_ids
+
+    video = str(tmp_path / "...mp4")
+    unit = Unit("video", video_ids([video])[video], "000000-000001", 1, {"segment": {"uri": video}})
+    row = {"unit": unit.key, "video_id": unit.group, "frame_index": 0, "pts_seconds": 0.0, "width": 4,
+           "height": 4, "error": "", "instances": "[]", "num_instances": 0,
+           "fractions": json.dumps({"background": 1.0, "player": 0.0, "led_board": 0.0})}
+    with Ledger(str(tmp_path / "out"), {}) as ledger:
+        UnitWriter(ledger, {unit.key: unit}, TaskClasses().names).add(row)
+    written = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert written == ["_done/--/000000-000001.json", "_lock", "_run.json", "frames/--/000000-000001.parquet",
+                       "predictions/--/000000-000001.parquet"]
 
 
 # ---- 3. resume checks content: weights swapped in place, another file of the same id ---------------
@@ -239,6 +258,8 @@ def test_extract_keeps_dot_names_inside_and_writes_nothing_of_a_truncated_video(
     [failure] = summary["failures"]
     assert "match.mp4" in failure["what"] and "declares 100 frames" in failure["error"]
     assert not (out / "match").exists()  # no partial output of the truncated video
+    with pytest.raises(ConfigError, match=r"every 5 -> 2.*--overwrite"):  # other options: refused, not mixed
+        run_extract(ExtractConfig(inputs=[str(videos)], out=str(out), every=2))
 
 
 def test_embedded_ray_listens_on_loopback_only(tmp_path):
