@@ -181,8 +181,9 @@ class Ledger:
             unit = groups[key.rsplit("/", 1)[0]]
             if marker.get("source") != unit.source:
                 diffs = differences(marker.get("source") or {}, unit.source)
-                was = marker.get("uri") or "an earlier input"
-                what = f"another file, {was}" if was != unit.uri else f"another version of {unit.uri}"
+                was = marker.get("uri")
+                what = ("an input it did not record (an older playerseg)" if not was else
+                        f"another file, {was}" if was != unit.uri else f"another version of {unit.uri}")
                 raise ConfigError(f"{self.root}: the outputs of {unit.group!r} were made from {what} ({_said(diffs)}); "
                                   "use another --out, or --overwrite to redo them")
         return [u for u in units if u.key not in markers]
