@@ -11,8 +11,9 @@ import ray
 
 from playerseg.classes import TaskClasses
 from playerseg.infer.pipeline import InferConfig, load_segmenter, run_inference
-from playerseg.infer.sources import Unit
+from playerseg.video.frames import Unit
 from playerseg.infer.writer import UnitWriter
+from playerseg.ledger import Ledger
 from playerseg.metrics import rle
 from playerseg.video.schema import PREDICTION_SCHEMA
 
@@ -75,9 +76,10 @@ def test_cli_end_to_end_resume_and_failures(local_ray, model_dir, inputs, tmp_pa
     printed = capsys.readouterr().out
     assert "broken.mp4" in printed and "frame_00005.jpg" in printed
     summary = json.loads((out / "summary.json").read_text())
-    # 3 units of the clip + 2 of the frame folder (frames 0-3, then 5); the one with the bad jpeg fails
-    assert summary["units"] == 5 and summary["units_written"] == 4
-    assert summary["units_failed"] == ["cam2/000005-000006"]
+    # 3 units of the clip + 2 of the frame folder (frames 0-3, then 5): the bad jpeg is reported and
+    # left out, its unit written without it (and without done marker: a re-run reports it again)
+    assert summary["units"] == 5 and summary["units_written"] == 5 and summary["units_failed"] == []
+    assert [f["what"] for f in summary["failures"] if "frame_00005" in f["error"]] == ["cam2/000005-000006 frame 5"]
 
     frames = read(out / "frames")
     video = sorted(r["frame_index"] for r in frames if r["video_id"] == "video")
@@ -101,24 +103,26 @@ def test_cli_end_to_end_resume_and_failures(local_ray, model_dir, inputs, tmp_pa
     results = json.loads((out / "coco_results.json").read_text())
     assert len(results) == len(rows) and {d["category_id"] for d in results} <= {1, 2}
 
-    # resume: finished units are skipped and left untouched; the failed one is tried again
-    parts = sorted((out / "predictions").rglob("*.parquet"))
+    # resume: finished units are skipped and left untouched; the one with a bad frame is tried again
+    parts = sorted(p for p in (out / "predictions").rglob("*.parquet") if p.name != "000005-000006.parquet")
     stamps = [p.stat().st_mtime_ns for p in parts]
     assert main(argv) == 1
     again = json.loads((out / "summary.json").read_text())
-    assert again["units_skipped"] == 4 and again["units_written"] == 0 and again["units_failed"] == ["cam2/000005-000006"]
+    assert again["units_skipped"] == 4 and again["units_written"] == 1 and again["units_failed"] == []
     assert [p.stat().st_mtime_ns for p in parts] == stamps
 
     # a unit whose done marker is gone is redone, with identical output (deterministic)
     before = read(out / "predictions" / "video" / "000004-000008.parquet")
     (out / "_done" / "video" / "000004-000008.json").unlink()
     assert main(argv) == 1
-    assert json.loads((out / "summary.json").read_text())["units_written"] == 1
+    assert json.loads((out / "summary.json").read_text())["units_written"] == 2
     assert read(out / "predictions" / "video" / "000004-000008.parquet") == before
 
-    # another model into the same output is refused, naming the way out
-    with pytest.raises(ValueError, match="--overwrite"):
-        main(argv + ["--tta"])
+    # other options into the same output are refused in one line naming what differs and the way out
+    capsys.readouterr()
+    assert main(argv + ["--tta"]) == 2
+    err = capsys.readouterr().err
+    assert "tta False -> True" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
 
 
 def test_postprocess_in_actor_and_sam_refinement(local_ray, model_dir, inputs, tmp_path):
@@ -143,7 +147,7 @@ def test_postprocess_in_actor_and_sam_refinement(local_ray, model_dir, inputs, t
 
 def test_unit_writer_exactly_once(tmp_path):
     unit = Unit("video", "v", "000000-000002", 2, {})
-    writer = UnitWriter(str(tmp_path), {unit.key: unit}, TaskClasses().names)
+    writer = UnitWriter(Ledger(str(tmp_path), {}), {unit.key: unit}, TaskClasses().names)
     row = {"unit": unit.key, "video_id": "v", "pts_seconds": 0.0, "width": 4, "height": 4, "error": "",
            "instances": "[]", "num_instances": 0,
            "fractions": json.dumps({"background": 1.0, "player": 0.0, "led_board": 0.0})}
@@ -156,7 +160,7 @@ def test_unit_writer_exactly_once(tmp_path):
     assert [r["frame_index"] for r in read(tmp_path / "frames")] == [0, 1]
 
     other = Unit("video", "v", "000002-000004", 2, {})
-    w2 = UnitWriter(str(tmp_path), {other.key: other}, TaskClasses().names)
+    w2 = UnitWriter(Ledger(str(tmp_path), {}), {other.key: other}, TaskClasses().names)
     w2.add({**row, "unit": other.key, "frame_index": 2})
     w2.finish()  # frame 3 never came: reported, not written
     assert "incomplete: 1 of 2 frames" in w2.failures.summary() and w2.written == []
@@ -277,7 +281,7 @@ def test_parquet_and_frame_folder_units(synth_dir, tmp_path):
     import cv2
     import pyarrow as pa
 
-    from playerseg.infer.sources import plan_units, read_unit
+    from playerseg.video.frames import plan_units, read_unit
     from playerseg.video.schema import FRAME_SCHEMA
 
     jpgs = [(synth_dir / "images" / f"frame_{i:05d}.jpg").read_bytes() for i in range(3)]

@@ -57,8 +57,8 @@ def test_extract_files_reports_bad_videos_and_resumes(videos, tmp_path):
     assert again["per_video"]["clip"]["skipped"] == per["segments"]
     assert again["frames"] == 48 and os.path.getmtime(out / "000000.jpg") == mtime
 
-    done = sorted(os.listdir(out / "_done"))
-    os.remove(out / "_done" / done[1])  # as if the job died during this segment
+    done = sorted(os.listdir(tmp_path / "out" / "_done" / "clip"))
+    os.remove(tmp_path / "out" / "_done" / "clip" / done[1])  # as if the job died during this segment
     os.remove(out / "000020.jpg") if done[1].startswith("000020") else None
     third = run_extract(cfg)
     assert third["per_video"]["clip"]["skipped"] == per["segments"] - 1

@@ -110,8 +110,24 @@ def one_line(error: BaseException) -> str:
     return " ".join(text.split())
 
 
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def local_ray_on_loopback(argv: list[str]) -> None:
+    """A command that starts its own local Ray (no `--address`, no RAY_ADDRESS) keeps every Ray
+    endpoint on 127.0.0.1: the Prometheus metrics exporters (no authentication, 0.0.0.0 by
+    default), the agents and the services. Ray 2.60 binds them to loopback when its node address
+    is loopback, which `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0` selects (single-node Ray); it is read
+    when `ray` is imported, hence here, before any command module loads. Set it to 1 to reach a
+    local Ray from other machines."""
+    joins = os.environ.get("RAY_ADDRESS") or any(a == "--address" or a.startswith("--address=") for a in argv)
+    if not joins and "ray" not in sys.modules:
+        os.environ.setdefault(LOOPBACK_ENV, "0")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    local_ray_on_loopback(argv)
     names = [a for a in argv if not a.startswith("-")]
     only = names[0] if names and names[0] in COMMANDS else None
     debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")

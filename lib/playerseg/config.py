@@ -42,6 +42,21 @@ def require_path(path: str | Path, what: str, hint: str = "", kind: str = "any")
         raise ConfigError(f"{what} {text}: {problem}" + (f"; {hint}" if hint else ""))
 
 
+def at_least(minimum, default, above: bool = False):
+    """A config field whose value must be >= `minimum` (> with `above`; None passes), checked where
+    the config is loaded: `batch_size: int = at_least(1, 4)`."""
+    return dataclasses.field(default=default, metadata={"above" if above else "min": minimum})
+
+
+def _check_range(f: dataclasses.Field, value, where: str) -> None:
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if "min" in f.metadata and value < f.metadata["min"]:
+        raise ConfigError(f"{where}: {value!r} is out of range (at least {f.metadata['min']})")
+    if "above" in f.metadata and value <= f.metadata["above"]:
+        raise ConfigError(f"{where}: {value!r} is out of range (more than {f.metadata['above']})")
+
+
 def _is_dataclass_type(tp) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
@@ -122,6 +137,9 @@ def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; {cls.__name__} takes {sorted(names)}")
     kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    for f in dataclasses.fields(cls):
+        if f.name in kwargs and f.metadata:
+            _check_range(f, kwargs[f.name], f"{where}.{f.name}")
     return cls(**kwargs)
 
 
@@ -157,11 +175,13 @@ def _merge(base: dict, extra: dict) -> dict:
 
 
 def load(
-    cls: type[T], path: str | Path | None = None, overrides=(), base: dict | None = None, flags: dict | None = None
+    cls: type[T], path: str | Path | None = None, overrides=(), base: dict | None = None, flags: dict | None = None,
+    flag_names: dict | None = None,
 ) -> T:
     """Defaults of `cls`, then `base`, then the YAML file at `path`, then `overrides`, then `flags`.
 
-    `flags` maps dotted keys to values given by explicit command-line flags (None = not given).
+    `flags` maps dotted keys to values given by explicit command-line flags (None = not given);
+    `flag_names` maps top-level keys to their flags, which errors then name (`--every 0 is ...`).
     """
     data = _merge(to_dict(cls()), base or {})
     where = "config"
@@ -181,7 +201,14 @@ def load(
     for key, value in (flags or {}).items():
         if value is not None:
             _set_path(explicit, key, value)
-    return from_dict(cls, _merge(data, explicit), where)
+    try:
+        return from_dict(cls, _merge(data, explicit), where)
+    except ConfigError as e:  # a bad value given by a flag: name the flag, as the user typed it
+        for key, flag in (flag_names or {}).items():
+            prefix = f"{where}.{key}: "
+            if key in explicit and str(e).startswith(prefix):
+                raise ConfigError(f"{flag} {str(e)[len(prefix):]}") from None
+        raise
 
 
 def add_config_arguments(parser, cls: type | str) -> None:
@@ -204,7 +231,9 @@ def from_args(cls: type[T], args, flags: dict[str, str] | None = None, base: dic
     for dest, key in (flags or {}).items():
         value = getattr(args, dest, None)
         given[key] = None if isinstance(value, list) and not value else value
-    return load(cls, getattr(args, "config", None), getattr(args, "overrides", ()), base=base, flags=given)
+    names = {key: "--" + dest.replace("_", "-") for dest, key in (flags or {}).items()}
+    return load(cls, getattr(args, "config", None), getattr(args, "overrides", ()), base=base, flags=given,
+                flag_names=names)
 
 
 def dump(cfg, path: str | Path) -> None:

@@ -100,7 +100,7 @@ def run(args) -> int:
     from playerseg.demo_page import clip_report, write_index
     from playerseg.infer.infer_cmd import print_summary
     from playerseg.infer.pipeline import run_inference
-    from playerseg.video.probe import video_id_for
+    from playerseg.video.frames import video_ids
     from playerseg.video.render import RenderConfig, run_render
     from playerseg.video.source import init_ray
 
@@ -124,9 +124,10 @@ def run(args) -> int:
                                               "end": end, "segment_seconds": UNIT_SECONDS})
     summary = run_inference(cfg, overwrite=True)
     renders, clips, render_failures = [], [], []
+    ids = video_ids(videos)
     for video in videos:
-        vid = video_id_for(video)
-        target = out / "render" / f"{Path(video).stem}_overlay.mp4"
+        vid = ids[video]
+        target = out / "render" / f"{vid.replace('/', '__')}_overlay.mp4"
         try:
             run_render(RenderConfig(source=video, predictions=summary["predictions"], out=str(target),
                                     video_id=vid, labels=True, end=end, segment_seconds=UNIT_SECONDS))

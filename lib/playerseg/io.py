@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import uuid
@@ -74,3 +75,61 @@ def shared_data_dir() -> Path:
         return Path(env)
     beside_checkout = Path(__file__).resolve().parents[3] / "shared" / "data"
     return beside_checkout if beside_checkout.is_dir() else Path.cwd().parent / "shared" / "data"
+
+
+def write_table_atomic(path: str, table) -> None:
+    """A pyarrow Table as one Parquet file at `path` (local or URI), written whole then renamed:
+    the one Parquet writer of the jobs' outputs."""
+    import pyarrow.parquet as pq
+
+    with atomic_path(path) as tmp:
+        fs, fpath = filesystem(tmp)
+        pq.write_table(table, fpath, filesystem=fs)
+
+
+FINGERPRINT_BYTES = 1 << 16  # read at each end of a file
+
+
+def fingerprint(path: str, info: dict | None = None) -> dict:
+    """What identifies a file's content cheaply: size, mtime and the sha256 of its first and last
+    64 KiB (`info`: the fsspec listing entry when the caller has it). A file replaced in place (a
+    truncated video by the full one, other weights) changes at least one of them."""
+    fs, fpath = filesystem(path)
+    info = info or fs.info(fpath)
+    size = int(info.get("size") or 0)
+    mtime = info.get("mtime", info.get("LastModified", info.get("updated", "")))
+    h = hashlib.sha256()
+    with fs.open(fpath, "rb") as f:
+        h.update(f.read(FINGERPRINT_BYTES))
+        if size > FINGERPRINT_BYTES:
+            f.seek(max(FINGERPRINT_BYTES, size - FINGERPRINT_BYTES))
+            h.update(f.read(FINGERPRINT_BYTES))
+    return {"size": size, "mtime": str(mtime), "head_tail_sha256": h.hexdigest()[:16]}
+
+
+def listing_fingerprint(entries: list[tuple[str, dict]]) -> str:
+    """A hash of (name, size, mtime) of files as listed (`fs.find(..., detail=True)` items): a file
+    added, removed, replaced or touched changes it. Nothing is read."""
+    rows = sorted((name.rsplit("/", 1)[-1], info.get("size"), str(info.get("mtime", info.get("LastModified", ""))))
+                  for name, info in entries)
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
+
+
+def tree_fingerprint(path: str) -> str:
+    """`listing_fingerprint` of every file under `path` (a file: itself); "" when it does not exist."""
+    fs, fpath = filesystem(path)
+    if not fs.exists(fpath):
+        return ""
+    if not fs.isdir(fpath):
+        return listing_fingerprint([(fpath, fs.info(fpath))])
+    entries = [(f[len(fpath):], i) for f, i in fs.find(fpath, detail=True).items() if "/.tmp-" not in f]
+    return listing_fingerprint(entries)
+
+
+def sha256_file(path: str) -> str:
+    """The sha256 of a whole file (model weights: small enough to read once per run)."""
+    h = hashlib.sha256()
+    with fsspec.open(str(path), "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -173,10 +173,47 @@ def read_bytes(path: str) -> bytes:
         raise DataError(path, "file not found") from None
 
 
-def read_image(path: str, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
-    """Decode an image file (local or fsspec URI); colour images come back RGB / RGBA."""
-    data = np.frombuffer(read_bytes(path), dtype=np.uint8)
-    image = cv2.imdecode(data, flags) if data.size else None
+# A decoded image may not exceed this many pixels (checked from the file's header before decoding):
+# a 70 KB JPEG claiming 12000x12000 would otherwise take 13 GB. 8K UHD is 33 MP. PLAYERSEG_MAX_IMAGE_PIXELS
+# raises or lowers it (workers inherit the driver's environment).
+MAX_IMAGE_PIXELS = 50_000_000
+
+
+def max_image_pixels() -> int:
+    import os
+
+    return int(os.environ.get("PLAYERSEG_MAX_IMAGE_PIXELS") or MAX_IMAGE_PIXELS)
+
+
+def image_size(data: bytes, path: str) -> tuple[int, int]:
+    """(width, height) from an encoded image's header, nothing decoded; DataError when unreadable."""
+    import io
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():  # PIL warns of large sizes; decode_image applies our own limit
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                return im.size
+    except Image.DecompressionBombError as e:
+        raise DataError(path, f"image over the size limit, not decoded: {e}") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise DataError(path, f"cannot decode the image (empty or corrupt file): {e}") from None
+
+
+def decode_image(data: bytes | np.ndarray, path: str, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
+    """The one image decoder: size checked from the header (`max_image_pixels`), then decoded;
+    colour images come back RGB / RGBA. DataError naming `path` when too large or corrupt."""
+    buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    if not buf.size:
+        raise DataError(path, "cannot decode the image (empty file)")
+    w, h = image_size(buf.tobytes(), path)
+    if w * h > max_image_pixels():
+        raise DataError(path, f"image of {w}x{h} pixels is over the limit of {max_image_pixels()} "
+                        "(PLAYERSEG_MAX_IMAGE_PIXELS); not decoded")
+    image = cv2.imdecode(buf, flags)
     if image is None:
         raise DataError(path, "cannot decode the image (empty or corrupt file)")
     if image.ndim == 3 and image.shape[2] == 3:
@@ -184,6 +221,11 @@ def read_image(path: str, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
     if image.ndim == 3 and image.shape[2] == 4:
         return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
     return image
+
+
+def read_image(path: str, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
+    """Decode an image file (local or fsspec URI); colour images come back RGB / RGBA."""
+    return decode_image(read_bytes(path), path, flags)
 
 
 def list_dir(path: str) -> list[str]:

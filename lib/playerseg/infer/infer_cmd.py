@@ -68,6 +68,9 @@ def check_config(cfg: InferConfig) -> None:
                           "e.g. `playerseg infer ../shared/data/videos`")
     for item in cfg.inputs:
         require_path(item, "input", "give videos, folders, frame folders or Parquet files")
+    from playerseg.video.frames import list_inputs
+
+    list_inputs(cfg.inputs).ids()  # two inputs with one id: refused before Ray starts
     cfg.model = model_or_default(cfg.model)
     if cfg.start is not None and cfg.end is not None and cfg.end <= cfg.start:
         raise ConfigError(f"--end {cfg.end} must be after --start {cfg.start}")
@@ -94,6 +97,9 @@ def run(args) -> int:
 
     cfg = config_from_args(args)
     check_config(cfg)
+    from playerseg.infer.pipeline import model_info
+
+    model_info(cfg.model, cfg.target_height)  # a broken model is named before Ray starts
     init_ray(args.address)
     summary = run_inference(cfg, overwrite=args.overwrite)
     print_summary(summary)

@@ -21,6 +21,7 @@ Resources are parameters: the same job runs on a laptop (2 CPUs) and on a GPU cl
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -31,9 +32,11 @@ from typing import Iterator
 import numpy as np
 
 from playerseg.classes import TaskClasses
+from playerseg.config import at_least
 from playerseg.infer.postprocess import PostprocessConfig, class_fractions, instance_records, postprocess
-from playerseg.infer.sources import Unit, plan_units, read_unit
-from playerseg.infer.writer import UnitWriter, check_run, is_done
+from playerseg.ledger import Ledger
+from playerseg.video.frames import Unit, plan_units, read_unit
+from playerseg.infer.writer import OUTPUTS, UnitWriter
 from playerseg.models.preprocess import Preprocess
 from playerseg.progress import Progress
 
@@ -51,15 +54,15 @@ HEAP_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_":
 
 @dataclass
 class ResourcesConfig:
-    actors: int = 0  # model replicas; 0 = fill the cluster: GPUs / gpus_per_actor, else one per spare CPU
-    cpus_per_actor: float = 0.0  # 0 = 1 beside a GPU, else the spare CPUs shared by the actors; fractions ok
+    actors: int = at_least(0, 0)  # model replicas; 0 = fill the cluster: GPUs / gpus_per_actor, else one per spare CPU
+    cpus_per_actor: float = at_least(0.0, 0.0)  # 0 = 1 beside a GPU, else the spare CPUs shared by the actors; fractions ok
     gpus_per_actor: float = -1.0  # -1 = 1 when the cluster has GPUs, else 0; fractional allowed
-    torch_threads: int = 0  # 0 = round(cpus_per_actor), at least 1 (never more threads than cores); ONNX Runtime's too
+    torch_threads: int = at_least(0, 0)  # 0 = round(cpus_per_actor), at least 1 (never more threads than cores); ONNX Runtime's too
     runtime: str = "auto"  # auto (ONNX Runtime on CPU actors, torch + autocast on GPU) | torch | onnxruntime
-    batch_size: int = 4  # frames per model call
-    decode_cpus: float = 0.25
-    decode_threads: int = 1  # codec threads per decode task
-    postprocess_cpus: float = 0.25
+    batch_size: int = at_least(1, 4)  # frames per model call
+    decode_cpus: float = at_least(0.0, 0.25, above=True)
+    decode_threads: int = at_least(1, 1)  # codec threads per decode task
+    postprocess_cpus: float = at_least(0.0, 0.25)
     postprocess_in_actor: bool | None = None  # None = inside CPU actors, as tasks beside GPU actors
     worker_env: dict[str, str] = field(default_factory=lambda: dict(HEAP_ENV))  # env of every stage's workers
 
@@ -78,14 +81,14 @@ class InferConfig:
     model: str = ""  # model / checkpoint / run folder written by training (local path or URI)
     inputs: list[str] = field(default_factory=list)  # videos, folders, frame folders, Parquet files
     output: str = "outputs/infer"
-    segment_seconds: float = 10.0  # unit of work, resume and output part files
-    segment_frames: int = 0  # > 0 overrides segment_seconds
-    every: int = 1  # keep every Nth frame
-    fps: float | None = None  # keep at most this many frames per second
-    start: float | None = None  # videos: frames from this time on (seconds)
+    segment_seconds: float = at_least(0.0, 10.0, above=True)  # unit of work, resume and output part files
+    segment_frames: int = at_least(0, 0)  # > 0 overrides segment_seconds
+    every: int = at_least(1, 1)  # keep every Nth frame
+    fps: float | None = at_least(0.0, None, above=True)  # keep at most this many frames per second
+    start: float | None = at_least(0.0, None)  # videos: frames from this time on (seconds)
     end: float | None = None  # videos: frames before this time (seconds), e.g. a quick look at the first 5 s
     tta: bool = False  # test-time augmentation (flip + scales) inside the model
-    target_height: int = -1  # model input height; -1 = the model's own policy (model.json), 0 = its scale
+    target_height: int = at_least(-1, -1)  # model input height; -1 = the model's own policy (model.json), 0 = its scale
     image_id: str = "{video_id}/{frame_index}"  # COCO results image_id template
     device: str = ""  # "" = cuda when the actor has a GPU, else cpu
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
@@ -102,6 +105,10 @@ def decode_unit(row: dict, preprocess: dict, threads: int = 1) -> Iterator[dict]
             "width": 0, "height": 0, "error": ""}
     try:
         for f in read_unit(unit, threads):
+            if f.error:  # one bad frame: reported by the driver, the unit's other frames go on
+                yield {**base, "video_id": f.video_id, "frame_index": f.frame_index, "pts_seconds": f.pts_seconds,
+                       "image": np.zeros((1, 1, 3), np.uint8), "error": f.error}
+                continue
             h, w = f.image.shape[:2]
             yield {**base, "video_id": f.video_id, "frame_index": f.frame_index, "pts_seconds": f.pts_seconds,
                    "width": w, "height": h, "image": pre.resize(f.image)}
@@ -220,7 +227,16 @@ def load_segmenter(model: str, device: str | None = None, model_resolution: bool
 
 def model_info(model: str, target_height: int = -1) -> tuple[TaskClasses, dict]:
     """(classes, preprocessing as a dict) of a model, read on the driver (CPU); `target_height` >= 0
-    replaces the model's resolution policy (0: its `scale` factor)."""
+    replaces the model's resolution policy (0: its `scale` factor). Loaded once per content of the
+    weights (`infer_cmd` checks the model before Ray starts; the job asks again)."""
+    from playerseg.models.segmenter import weights_sha256
+
+    classes, pre = _model_info(model, target_height, weights_sha256(model))
+    return classes, dict(pre)
+
+
+@functools.lru_cache(maxsize=4)
+def _model_info(model: str, target_height: int, sha256: str) -> tuple[TaskClasses, dict]:
     seg = load_segmenter(model, "cpu")
     pre = seg.preprocess if target_height < 0 else dataclasses.replace(seg.preprocess, target_height=target_height)
     return seg.classes, dataclasses.asdict(pre)
@@ -302,47 +318,60 @@ def build_dataset(units: list[Unit], cfg: InferConfig, classes: TaskClasses, pre
 
 
 def run_signature(cfg: InferConfig) -> dict:
-    """What the outputs depend on (a re-run with other values must not mix into them)."""
+    """What the outputs depend on (a re-run with other values must not mix into them): the options,
+    and the model's and SAM's weights by content (`models.segmenter.weights_sha256`), so weights
+    replaced in place are a different run."""
+    from playerseg.models.segmenter import weights_sha256
+
     window = {"start": cfg.start, "end": cfg.end} if cfg.start is not None or cfg.end is not None else {}
-    return json.loads(json.dumps({"model": cfg.model, "tta": cfg.tta, "every": cfg.every, "fps": cfg.fps,
-                                  **window, "postprocess": dataclasses.asdict(cfg.postprocess),
-                                  "sam": dataclasses.asdict(cfg.sam) if cfg.sam.checkpoint else None}))
+    sam = dataclasses.asdict(cfg.sam) if cfg.sam.checkpoint else None
+    if sam and cfg.sam.checkpoint != "untrained":
+        sam["sha256"] = weights_sha256(cfg.sam.checkpoint)
+    return json.loads(json.dumps({"model": cfg.model, "model_sha256": weights_sha256(cfg.model), "tta": cfg.tta,
+                                  "every": cfg.every, "fps": cfg.fps, "target_height": cfg.target_height,
+                                  **window, "postprocess": dataclasses.asdict(cfg.postprocess), "sam": sam}))
 
 
 def run_inference(cfg: InferConfig, overwrite: bool = False) -> dict:
     """Run the job on the connected Ray cluster; returns the summary (also `<output>/summary.json`)."""
     import ray
 
-    from playerseg.infer.coco_export import export_coco
-    from playerseg.io import write_json_atomic
-
     if not cfg.inputs:
         raise ValueError("no inputs: give videos, folders, frame folders or Parquet files")
     start = time.time()
     classes, preprocess = model_info(cfg.model, cfg.target_height)
-    check_run(cfg.output, run_signature(cfg), overwrite)
-    units, failures = plan_units(cfg.inputs, cfg.segment_seconds, cfg.segment_frames, cfg.every, cfg.fps,
-                                 probe_cache=f"{cfg.output}/_probe", start_seconds=cfg.start, end_seconds=cfg.end)
-    todo = [u for u in units if not is_done(cfg.output, u)]
-    log.info("%d units planned, %d already done, %d to run", len(units), len(units) - len(todo), len(todo))
-    writer = UnitWriter(cfg.output, {u.key: u for u in todo}, classes.names, failures)
-    res = None
-    if todo:
-        ds, res = build_dataset(todo, cfg, classes, preprocess, ray.cluster_resources())
-        log.info("model actors: %s", res)
-        try:
-            with Progress("infer", total=sum(u.num_frames for u in todo), unit="frame") as bar:
-                for row in ds.iter_rows():
-                    writer.add(row)
-                    bar.update(1)
-        except Exception as e:  # the dataset died (e.g. the cluster went away): finished units stay
-            failures.add("dataset", e)
-        writer.finish()
+    with Ledger(cfg.output, run_signature(cfg), overwrite, OUTPUTS) as ledger:
+        units, failures = plan_units(cfg.inputs, cfg.segment_seconds, cfg.segment_frames, cfg.every, cfg.fps,
+                                     probe_cache=ledger.path("_probe"), start_seconds=cfg.start, end_seconds=cfg.end)
+        todo = ledger.pending(units)
+        log.info("%d units planned, %d already done, %d to run", len(units), len(units) - len(todo), len(todo))
+        writer = UnitWriter(ledger, {u.key: u for u in todo}, classes.names, failures)
+        res = None
+        if todo:
+            ds, res = build_dataset(todo, cfg, classes, preprocess, ray.cluster_resources())
+            log.info("model actors: %s", res)
+            try:
+                with Progress("infer", total=sum(u.num_frames for u in todo), unit="frame") as bar:
+                    for row in ds.iter_rows():
+                        writer.add(row)
+                        bar.update(1)
+            except Exception as e:  # the dataset died (e.g. the cluster went away): finished units stay
+                failures.add("dataset", e)
+            writer.finish()
+        return _finish(cfg, classes, units, todo, writer, failures, res, start)
+
+
+def _finish(cfg: InferConfig, classes: TaskClasses, units: list[Unit], todo: list[Unit], writer: UnitWriter,
+            failures, res, start: float) -> dict:
+    """COCO results and the summary of a run (`<output>/summary.json`)."""
+    from playerseg.infer.coco_export import export_coco
+    from playerseg.io import exists, write_json_atomic
+
     wall = time.time() - start
     out = cfg.output
     predictions = f"{out}/predictions"
     n_results = export_coco(predictions, f"{out}/coco_results.json", classes, cfg.image_id) \
-        if any(is_done(out, u) for u in units) else 0
+        if exists(predictions) else 0
     summary = {
         "output": out, "predictions": predictions, "frames": f"{out}/frames",
         "coco_results": f"{out}/coco_results.json" if n_results else None,

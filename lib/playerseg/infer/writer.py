@@ -5,15 +5,16 @@
       frames/<group>/<unit>.parquet        one row per frame (FRAMES_SUMMARY_SCHEMA): class pixel
                                            fractions, instance count (frames without players too)
       _done/<group>/<unit>.json            written last: the unit is finished (resume skips it)
-      run.json                             model and options the outputs were made with
+      _run.json, _lock                     the run signature and the lock (`playerseg.ledger`)
       coco_results.json, summary.json      written at the end of the job
 
 The outputs are a dataset of part files (no per-video merge): `pyarrow.parquet.read_table(
 "<output>/predictions")` or `ray.data.read_parquet(...)` read them as one table. `<group>` is the
-video id (the Parquet file stem for Parquet input). A unit is written only when every one of its
-frames arrived, each exactly once (rows are keyed by frame index, so a retried task that sends a
-frame twice cannot duplicate it); a unit that reported an error is not written, and a re-run
-tries it again.
+input's id (`playerseg.video.frames`). A unit is written only when every one of its frames arrived,
+each exactly once (rows are keyed by frame index, so a retried task that sends a frame twice cannot
+duplicate it); a unit that reported an error is not written, and a re-run tries it again. A bad
+frame of a frame folder is reported and left out; the unit is written with its other frames (and
+left without done marker, so a re-run reports it again).
 """
 from __future__ import annotations
 
@@ -21,13 +22,12 @@ import json
 import logging
 from dataclasses import dataclass, field
 
-import fsspec
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from playerseg.data.errors import DataError, Failures
-from playerseg.infer.sources import Unit
-from playerseg.io import atomic_path, exists, filesystem, write_json_atomic
+from playerseg.io import write_table_atomic
+from playerseg.ledger import Ledger
+from playerseg.video.frames import Unit
 from playerseg.video.schema import PREDICTION_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -48,47 +48,21 @@ def frames_schema(class_names) -> pa.Schema:
     )
 
 
-def part_paths(output: str, unit: Unit) -> dict[str, str]:
+OUTPUTS = ("predictions", "frames", "coco_results.json", "summary.json")  # what --overwrite removes
+
+
+def part_paths(ledger: Ledger, unit: Unit) -> dict[str, str]:
     return {
-        "predictions": f"{output}/predictions/{unit.group}/{unit.name}.parquet",
-        "frames": f"{output}/frames/{unit.group}/{unit.name}.parquet",
-        "done": f"{output}/_done/{unit.group}/{unit.name}.json",
+        "predictions": ledger.path("predictions", unit.group, f"{unit.name}.parquet"),
+        "frames": ledger.path("frames", unit.group, f"{unit.name}.parquet"),
     }
-
-
-def is_done(output: str, unit: Unit) -> bool:
-    return exists(part_paths(output, unit)["done"])
-
-
-def check_run(output: str, signature: dict, overwrite: bool = False) -> None:
-    """Record what the outputs are made with; refuse to mix runs of another model or options."""
-    path = f"{output}/run.json"
-    if exists(path) and not overwrite:
-        with fsspec.open(path, "r") as f:
-            old = json.load(f)
-        if old != json.loads(json.dumps(signature, default=str)):
-            changed = sorted(k for k in set(old) | set(signature) if old.get(k) != signature.get(k))
-            raise ValueError(f"{output} holds outputs of another model or options (differs in {changed}); "
-                             "use another output folder, or --overwrite to start over")
-    if overwrite and exists(output):
-        fs, fpath = filesystem(output)
-        for sub in ("predictions", "frames", "_done"):
-            if fs.exists(f"{fpath}/{sub}"):
-                fs.rm(f"{fpath}/{sub}", recursive=True)
-    write_json_atomic(path, signature)
-
-
-def _write_table(path: str, table: pa.Table) -> None:
-    with atomic_path(path) as tmp:
-        fs, fpath = filesystem(tmp)
-        pq.write_table(table, fpath, filesystem=fs)
 
 
 @dataclass
 class UnitWriter:
     """Collects frame results (rows of `pipeline.frame_result`) per unit and writes finished units."""
 
-    output: str
+    ledger: Ledger
     units: dict[str, Unit]
     class_names: tuple[str, ...]
     failures: Failures = field(default_factory=Failures)
@@ -104,11 +78,10 @@ class UnitWriter:
         if key in self.failed or key in self.written:
             self.duplicates += key in self.written
             return
-        if row["error"]:
+        if row["error"] and row["frame_index"] < 0:  # the unit failed
             self.failed.add(key)
             self.pending.pop(key, None)
-            self.failures.add(key, DataError(self.units[key].spec.get("segment", {}).get("uri", key)
-                                             if self.units[key].kind == "video" else key, row["error"]))
+            self.failures.add(key, DataError(self.units[key].uri, row["error"]))
             return
         frames = self.pending.setdefault(key, {})
         if row["frame_index"] in frames:
@@ -119,13 +92,17 @@ class UnitWriter:
             del self.pending[key]
 
     def _write(self, unit: Unit, rows: list[dict]) -> None:
-        paths = part_paths(self.output, unit)
+        paths = part_paths(self.ledger, unit)
+        bad = [r for r in rows if r["error"]]
+        for r in bad:  # one bad frame: reported, left out; the unit's other frames are written
+            self.failures.add(f"{unit.key} frame {r['frame_index']}", RuntimeError(r["error"]))
+        rows = [r for r in rows if not r["error"]]
         instances = []
         for r in rows:
             for inst in json.loads(r["instances"]):
                 instances.append({"video_id": r["video_id"], "frame_index": r["frame_index"],
                                   "pts_seconds": r["pts_seconds"], **inst, "team": -1})
-        _write_table(paths["predictions"], pa.Table.from_pylist(instances, schema=PREDICTION_SCHEMA))
+        write_table_atomic(paths["predictions"], pa.Table.from_pylist(instances, schema=PREDICTION_SCHEMA))
         schema = frames_schema(self.class_names)
         summary = []
         for r in rows:
@@ -134,8 +111,9 @@ class UnitWriter:
                             "pts_seconds": r["pts_seconds"], "width": r["width"], "height": r["height"],
                             "num_instances": r["num_instances"],
                             **{f"{n}_fraction": fractions[n] for n in self.class_names}})
-        _write_table(paths["frames"], pa.Table.from_pylist(summary, schema=schema))
-        write_json_atomic(paths["done"], {"unit": unit.key, "frames": len(rows), "instances": len(instances)})
+        write_table_atomic(paths["frames"], pa.Table.from_pylist(summary, schema=schema))
+        if not bad:  # a unit with bad frames stays unmarked: a re-run tries it again and reports them again
+            self.ledger.mark(unit, frames=len(rows), instances=len(instances))
         self.written.append(unit.key)
         self.frames += len(rows)
         self.instances += len(instances)

@@ -24,6 +24,7 @@ probabilities of the horizontal flip and of each scale factor in `tta_scales` (t
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -39,6 +40,7 @@ from torch import nn
 
 from playerseg.classes import TaskClasses
 from playerseg.config import from_dict
+from playerseg.data.errors import DataError
 from playerseg.models.preprocess import Preprocess
 from playerseg.models.registry import ModelConfig, build_model
 
@@ -140,22 +142,31 @@ class Segmenter:
             root = root / "best"
         if not (root / META_FILE).is_file():
             raise FileNotFoundError(f"{root}: no {META_FILE} (not a model, checkpoint or run folder)")
-        meta = json.loads((root / META_FILE).read_text())
-        model_cfg = from_dict(ModelConfig, meta["model"], f"{root / META_FILE}:model")
+        try:
+            meta = json.loads((root / META_FILE).read_text())
+            model_cfg = from_dict(ModelConfig, meta["model"], f"{root / META_FILE}:model")
+        except (ValueError, KeyError, TypeError) as e:
+            raise DataError(root / META_FILE, f"not a model description: {type(e).__name__}: {e}") from None
         model_cfg.encoder_weights = ""  # the weights below replace any initialisation
         model = build_model(model_cfg)
         if (root / WEIGHTS_FILE).is_file():
             from safetensors.torch import load_file
 
             weights = root / WEIGHTS_FILE
-            state = load_file(str(weights))
+            try:
+                state = load_file(str(weights))
+            except Exception as e:  # safetensors raises its own error types for a damaged file
+                raise DataError(weights, f"unreadable weights: {e}") from None
         elif (root / CHECKPOINT_FILE).is_file():
             weights = root / CHECKPOINT_FILE
             state = load_checkpoint(weights)["model"]
         else:
             raise FileNotFoundError(f"{root}: neither {WEIGHTS_FILE} nor {CHECKPOINT_FILE}")
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-        classes, preprocess, tta = _meta_parts(meta)
+        try:
+            model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+            classes, preprocess, tta = _meta_parts(meta)
+        except (RuntimeError, KeyError, ValueError, TypeError) as e:
+            raise DataError(root, f"weights and {META_FILE} do not fit: {str(e).splitlines()[0]}") from None
         if runtime == "onnxruntime":
             from playerseg.models.runtime import OnnxModel, cached_onnx
 
@@ -206,6 +217,33 @@ def model_meta(model_cfg: ModelConfig, classes: TaskClasses, preprocess: Preproc
     """The `model.json` of a checkpoint or an export."""
     return {"format": FORMAT, "model": asdict(model_cfg), "classes": list(classes.names),
             "preprocess": asdict(preprocess), "tta_scales": list(tta_scales), **extra}
+
+
+def weights_sha256(path: str) -> str:
+    """The sha256 of what `Segmenter.load(path)` reads (a model folder's model.json and weights, its
+    best/ for a run folder; a single file and the model.json beside it): weights replaced in place
+    give another value. Empty for what is not a file or folder (e.g. SAM's "untrained")."""
+    import posixpath
+
+    from playerseg.io import filesystem, sha256_file
+
+    fs, fpath = filesystem(str(path))
+    if not fs.exists(fpath):
+        return ""
+    if fs.isdir(fpath):
+        root = fpath.rstrip("/")
+        if not fs.exists(f"{root}/{META_FILE}") and fs.exists(f"{root}/best/{META_FILE}"):
+            root += "/best"
+        names = [n for n in (META_FILE, WEIGHTS_FILE, CHECKPOINT_FILE) if fs.exists(f"{root}/{n}")]
+    else:
+        root, names = posixpath.dirname(fpath), [posixpath.basename(fpath)]
+        if fs.exists(f"{root}/{META_FILE}"):
+            names.append(META_FILE)
+    proto = "" if "://" not in str(path) or str(path).startswith("file://") else str(path).split("://", 1)[0] + "://"
+    h = hashlib.sha256()
+    for n in names:
+        h.update(f"{n}:{sha256_file(proto + root + '/' + n)}\n".encode())
+    return h.hexdigest()
 
 
 # ---- the single-file kinds of Segmenter.load ---------------------------------------------------

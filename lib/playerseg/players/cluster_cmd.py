@@ -157,7 +157,7 @@ class EmbedActor:
             self.embedder = SamEmbedder(build_sam(self.cfg.embed.sam_type, self.cfg.embed.sam_checkpoint or None))
 
     def __call__(self, batch: dict) -> dict:
-        from playerseg.infer.sources import Unit
+        from playerseg.video.frames import Unit
 
         errors = []
         for part, units_json in zip(batch["part"], batch["units"]):
@@ -237,7 +237,7 @@ def cluster(cfg: ClusterConfig) -> dict:
     """Run the three passes; returns the summary (also written to `<predictions>/_cluster/<fp>/summary.json`)."""
     import ray
 
-    from playerseg.infer.sources import plan_units
+    from playerseg.video.frames import plan_units
     from playerseg.io import exists, write_json_atomic
     from playerseg.progress import Progress
     from playerseg.video.source import init_ray

@@ -1,6 +1,6 @@
 """Prediction part files of `playerseg infer` as `playerseg cluster` reads and rewrites them: listing,
 reading, the clustering stamp in their Parquet metadata, the embedding cache tables, and the
-frames a part names, read again from the inputs (`playerseg.infer.sources` units).
+frames a part names, read again from the inputs (`playerseg.video.frames` units).
 """
 from __future__ import annotations
 
@@ -29,9 +29,10 @@ def list_parts(predictions: str) -> list[str]:
 
 
 def part_key(part: str) -> tuple[str, str]:
-    """(group, unit name) of `<...>/predictions/<group>/<unit>.parquet`."""
+    """(group, unit name) of `<...>/predictions/<group>/<unit>.parquet` (a group may hold `/`:
+    `video.frames` ids such as `2024/half1`)."""
     parent, name = posixpath.split(part)
-    return posixpath.basename(parent), posixpath.splitext(name)[0]
+    return parent.rsplit("/predictions/", 1)[-1], posixpath.splitext(name)[0]
 
 
 def read_part(part: str):
@@ -80,7 +81,7 @@ def unit_frames(unit) -> set[int] | None:
 
 def frames_for(part: str, units: list, needed: set[int]):
     """Frames of `needed` indices from the units of the part's group, each once, in order."""
-    from playerseg.infer.sources import read_unit
+    from playerseg.video.frames import read_unit
 
     seen = set()
     for unit in units:
@@ -88,6 +89,8 @@ def frames_for(part: str, units: list, needed: set[int]):
         if known is not None and not (known & needed):
             continue
         for frame in read_unit(unit):
+            if frame.error:  # a bad frame: infer left it out, so no part names it
+                continue
             if frame.frame_index in needed and frame.frame_index not in seen:
                 seen.add(frame.frame_index)
                 yield frame
@@ -100,15 +103,12 @@ def frames_for(part: str, units: list, needed: set[int]):
 
 
 def write_table(path: str, table, metadata: dict | None = None) -> None:
-    import pyarrow.parquet as pq
-
-    from playerseg.io import atomic_path, filesystem
+    """`io.write_table_atomic`, with `metadata` added to the schema (the clustering stamp)."""
+    from playerseg.io import write_table_atomic
 
     if metadata:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
-    with atomic_path(path) as tmp:
-        fs, fpath = filesystem(tmp)
-        pq.write_table(table, fpath, filesystem=fs)
+    write_table_atomic(path, table)
 
 
 def cache_table(out: dict):

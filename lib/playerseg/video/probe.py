@@ -10,7 +10,6 @@ segment.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
@@ -40,6 +39,7 @@ class VideoInfo:
     frame_pts: list[int] = field(default_factory=list)  # sorted pts of the displayed frames
     keyframes: list[tuple[int, int]] = field(default_factory=list)  # (pts, dts), decode order
     frame_count: int = 0
+    fingerprint: dict = field(default_factory=dict)  # content of the file probed (`playerseg.io.fingerprint`)
 
     @property
     def tb(self) -> Fraction:
@@ -65,33 +65,8 @@ class VideoInfo:
 
 
 def video_id_for(uri: str) -> str:
-    """The file stem: `s3://b/match_01.mp4` -> `match_01` (made unique by `unique_ids`)."""
+    """The file stem: `s3://b/match_01.mp4` -> `match_01` (runs name inputs by `video.frames.input_ids`)."""
     return PurePosixPath(str(uri).split("://", 1)[-1]).stem
-
-
-def unique_ids(uris: list[str]) -> dict[str, str]:
-    """uri -> video_id, the stem, with a short hash of the uri where two stems collide."""
-    stems = [video_id_for(u) for u in uris]
-    out = {}
-    for u, s in zip(uris, stems):
-        out[u] = s if stems.count(s) == 1 else f"{s}-{hashlib.sha1(u.encode()).hexdigest()[:6]}"
-    return out
-
-
-def list_videos(inputs: list[str]) -> list[str]:
-    """Expand files, folders (their video files) and globs, local or fsspec URIs; sorted, unique."""
-    found: list[str] = []
-    for item in inputs:
-        fs, _, paths = fsspec.get_fs_token_paths(str(item))
-        proto = "" if is_local(item) else str(item).split("://", 1)[0] + "://"
-        for p in paths:
-            if fs.isdir(p):
-                found += [proto + f for f in sorted(fs.find(p)) if f.lower().endswith(VIDEO_EXTENSIONS)]
-            else:
-                found.append(proto + p)
-        if not paths:
-            found.append(str(item))  # a missing file: reported as a failure by the job
-    return sorted(dict.fromkeys(found))
 
 
 @contextlib.contextmanager
@@ -127,15 +102,22 @@ def probe(uri: str, video_id: str | None = None) -> VideoInfo:
         tb = s.time_base
         if not rate or not cc.width or not cc.height:
             raise DataError(uri, "video stream without frame rate or size")
+        from playerseg.data.reader import max_image_pixels
+
+        if cc.width * cc.height > max_image_pixels():
+            raise DataError(uri, f"frames of {cc.width}x{cc.height} pixels are over the limit of {max_image_pixels()} "
+                            "(PLAYERSEG_MAX_IMAGE_PIXELS); not decoded")
         if tb is None:
             raise DataError(uri, "video stream without time base")
         pts: list[int] = []
         keyframes: list[tuple[int, int]] = []
         exact = True
+        packets = 0  # every frame packet, those an edit list discards too (what the sample table counts)
         try:
             for p in c.demux(s):
                 if p.size == 0:
                     continue
+                packets += 1
                 if p.pts is None:
                     exact = False
                     pts.append(len(pts))
@@ -148,6 +130,9 @@ def probe(uri: str, video_id: str | None = None) -> VideoInfo:
             raise DataError(uri, f"unreadable while demuxing: {e}") from None
         if not pts:
             raise DataError(uri, "no video frames")
+        declared, got = (int(s.frames), packets) if s.frames else (_declared_frames(s, rate), len(pts))
+        if declared and declared - got > max(2, declared // 100):
+            raise DataError(uri, f"truncated: the container declares {declared} frames, {got} are readable")
         sorted_pts = sorted(pts)
         if len(set(sorted_pts)) != len(sorted_pts) or not keyframes:
             exact = False
@@ -167,16 +152,26 @@ def probe(uri: str, video_id: str | None = None) -> VideoInfo:
         )
 
 
-def load_or_probe(uri: str, video_id: str, cache: str | None) -> VideoInfo:
-    """The cached probe at `cache` (json) when it is for the same uri, else probe and save it."""
-    from playerseg.io import exists, read_json
+def _declared_frames(stream, rate) -> int:
+    """Frames the container's duration says the stream has (duration x rate; 0 unknown)."""
+    if stream.duration and stream.time_base and rate:
+        return int(round(float(stream.duration * stream.time_base * rate)))
+    return 0
 
+
+def load_or_probe(uri: str, video_id: str, cache: str | None) -> VideoInfo:
+    """The cached probe at `cache` (json) when it is of the same uri, id and content (fingerprint),
+    else probe and save it."""
+    from playerseg.io import exists, fingerprint, read_json
+
+    now = fingerprint(uri)
     if cache and exists(cache):
         with contextlib.suppress(Exception):
             info = VideoInfo.from_json(read_json(cache))
-            if info.uri == str(uri) and info.video_id == video_id:
+            if info.uri == str(uri) and info.video_id == video_id and info.fingerprint == now:
                 return info
     info = probe(uri, video_id)
+    info.fingerprint = now
     if cache:
         info.save(cache)
     return info

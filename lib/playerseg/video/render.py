@@ -16,7 +16,7 @@ The output has the source's fps and frame count.
 from __future__ import annotations
 
 import argparse
-import glob
+import contextlib
 import hashlib
 import json
 import logging
@@ -31,6 +31,7 @@ from playerseg import config as cfgmod
 from playerseg.data.errors import DataError
 from playerseg.io import exists, read_json
 from playerseg.metrics import rle
+from playerseg.video.frames import Unit, plan_units, read_unit
 from playerseg.video.schema import prediction_rle
 from playerseg.viz import blend, label
 
@@ -52,16 +53,16 @@ class RenderConfig:
     mode: Literal["overlay", "side-by-side"] = "overlay"
     color_by: Literal["team", "instance"] = "team"
     labels: bool = False
-    alpha: float = 0.45
+    alpha: float = cfgmod.at_least(0.0, 0.45)
     min_score: float = 0.0
-    fps: float | None = None  # default: the source's
+    fps: float | None = cfgmod.at_least(0.0, None, above=True)  # default: the source's
     start: float | None = None  # video source: frames from this time on (seconds)
     end: float | None = None  # video source: frames before this time (seconds)
-    segment_seconds: float = 10.0
-    crf: int = 20
+    segment_seconds: float = cfgmod.at_least(0.0, 10.0, above=True)
+    crf: int = cfgmod.at_least(0, 20)
     preset: str = "veryfast"
-    num_cpus: float = 1.0
-    concurrency: int | None = None
+    num_cpus: float = cfgmod.at_least(0.0, 1.0, above=True)
+    concurrency: int | None = cfgmod.at_least(1, None)
     address: str | None = None
 
 
@@ -137,60 +138,39 @@ def load_instances(path: str | None, video_id: str, start: int, end: int, min_sc
     return out
 
 
-# ----------------------------------------------------------------------------- frame sources
-@dataclass
-class Chunk:
-    start: int
-    end: int
-    spec: dict = field(default_factory=dict)  # kind-specific: a segment, image files, parquet files
-
-    def frames(self) -> int:
-        """Frames the chunk holds (a video segment may keep fewer than end - start)."""
-        keep = self.spec.get("segment", {}).get("keep")
-        return self.end - self.start if keep is None else len(keep)
-
-
-def open_source(cfg: RenderConfig) -> tuple[str, str, str, list[Chunk]]:
-    """(kind, video_id, fps as 'num/den' or float string, chunks of consecutive frames)."""
-    from playerseg.video.probe import VIDEO_EXTENSIONS, probe, video_id_for
-    from playerseg.video.segments import plan_segments
-
-    src = cfg.source.rstrip("/")
-    if src.lower().endswith(VIDEO_EXTENSIONS):
-        from playerseg.video.segments import select_frames
-
-        info = probe(src, cfg.video_id or video_id_for(src))
-        segs = plan_segments(info, cfg.segment_seconds, None, select_frames(info, start_seconds=cfg.start,
-                                                                             end_seconds=cfg.end))
-        return "video", info.video_id, info.rate, [Chunk(s.start, s.end, {"segment": s.to_json()}) for s in segs]
-    if os.path.isdir(src) and (glob.glob(f"{src}/*.jpg") or glob.glob(f"{src}/*.png")):
-        files = sorted(glob.glob(f"{src}/*.jpg") + glob.glob(f"{src}/*.png"))
-        meta = read_json(f"{src}/_video.json") if exists(f"{src}/_video.json") else {}
-        vid = cfg.video_id or meta.get("video_id") or os.path.basename(src)
-        fps = str(cfg.fps or meta.get("rate") or 25)
-        per = max(1, round(cfg.segment_seconds * float(eval_rate(fps))))
-        chunks = [Chunk(i, min(i + per, len(files)), {"files": files[i : i + per]}) for i in range(0, len(files), per)]
-        return "images", vid, fps, chunks
-    files = sorted(glob.glob(f"{src}/**/*.parquet", recursive=True)) if os.path.isdir(src) else [src]
-    if not files or not files[0].endswith(".parquet"):
-        raise DataError(cfg.source, "not a video, a folder of images or frames Parquet")
-    import pyarrow.parquet as pq
-
-    ids = set()
-    for f in files:
-        ids |= set(pq.read_table(f, columns=["video_id"]).column("video_id").unique().to_pylist())
+# ----------------------------------------------------------------------------- frame source
+def open_source(cfg: RenderConfig) -> tuple[str, str, list[Unit]]:
+    """(video_id, fps as 'num/den' or a number, units of consecutive frames) of the source, planned
+    by the frame source (`playerseg.video.frames`: same ids and frame numbers as `infer`)."""
+    units, failures = plan_units([cfg.source], cfg.segment_seconds, start_seconds=cfg.start, end_seconds=cfg.end)
+    if failures:
+        what, error = failures.items[0]
+        raise DataError(what, error.removeprefix(f"{what}: "))
+    if not units:
+        raise DataError(cfg.source, "no frames: not a video, a folder of images or frames Parquet")
+    kind = units[0].kind
+    if kind == "video":
+        seg = units[0].spec["segment"]
+        return cfg.video_id or units[0].group, str(cfg.fps or seg.get("rate") or seg["fps"]), units
+    if kind == "frames":
+        return cfg.video_id or units[0].group, str(cfg.fps or units[0].spec.get("rate") or 25), units
+    ids: dict[str, list[Unit]] = {}
+    for u in units:
+        for vid in _parquet_ids(u):
+            ids.setdefault(vid, []).append(u)
     if cfg.video_id is None and len(ids) != 1:
         raise DataError(cfg.source, f"frames of {len(ids)} videos: pick one with --video-id ({sorted(ids)[:5]})")
-    vid = cfg.video_id or ids.pop()
-    meta_path = f"{os.path.dirname(files[0])}/_video.json"
+    vid = cfg.video_id or next(iter(ids))
+    meta_path = f"{os.path.dirname(units[0].spec['uri'])}/_video.json"
     fps = str(cfg.fps or (read_json(meta_path).get("rate") if exists(meta_path) else 25))
-    chunks = []
-    for f in files:
-        t = pq.read_table(f, columns=["video_id", "frame_index"])
-        idx = [i for v, i in zip(t.column("video_id").to_pylist(), t.column("frame_index").to_pylist()) if v == vid]
-        if idx:
-            chunks.append(Chunk(min(idx), max(idx) + 1, {"parquet": f}))
-    return "parquet", vid, fps, sorted(chunks, key=lambda c: c.start)
+    return vid, fps, ids.get(vid, [])
+
+
+def _parquet_ids(unit: Unit) -> set[str]:
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(unit.spec["uri"]) as f:
+        return set(f.read_row_group(unit.spec["row_group"], columns=["video_id"]).column("video_id").to_pylist())
 
 
 def eval_rate(rate: str) -> float:
@@ -199,77 +179,81 @@ def eval_rate(rate: str) -> float:
     return float(Fraction(rate)) if "/" in rate else float(rate)
 
 
-def read_chunk(kind: str, chunk: Chunk, video_id: str) -> Iterator[tuple[int, np.ndarray]]:
-    """(frame_index, RGB image) of one chunk, in order."""
-    if kind == "video":
-        from playerseg.video.segments import Segment, decode_segment
-
-        for f in decode_segment(Segment.from_json(chunk.spec["segment"])):
-            yield f.frame_index, f.image
-    elif kind == "images":
-        for i, path in enumerate(chunk.spec["files"]):
-            img = cv2.imread(path, cv2.IMREAD_COLOR)
-            if img is None:
-                raise DataError(path, "unreadable image")
-            stem = os.path.splitext(os.path.basename(path))[0]
-            yield (int(stem) if stem.isdigit() else chunk.start + i), cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    else:
-        import pyarrow.parquet as pq
-
-        t = pq.read_table(chunk.spec["parquet"], columns=["video_id", "frame_index", "image"])
-        rows = sorted((r for r in t.to_pylist() if r["video_id"] == video_id), key=lambda r: r["frame_index"])
-        for r in rows:
-            img = cv2.imdecode(np.frombuffer(r["image"], np.uint8), cv2.IMREAD_COLOR)
-            yield r["frame_index"], cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+def read_frames(unit: Unit, video_id: str) -> Iterator[tuple[int, np.ndarray]]:
+    """(frame_index, RGB image) of one unit's frames of `video_id`, in order; a bad frame is logged
+    and left out."""
+    frames = sorted((f for f in read_unit(unit) if f.video_id == video_id), key=lambda f: f.frame_index)
+    for f in frames:
+        if f.error:
+            log.error("render: frame %s left out: %s", f.frame_index, f.error)
+            continue
+        yield f.frame_index, f.image
 
 
 # ----------------------------------------------------------------------------- the job
-def render_chunk(kind: str, chunk: Chunk, video_id: str, fps: str, path: str, cfg: RenderConfig) -> int:
+def render_chunk(unit: Unit, video_id: str, fps: str, path: str, cfg: RenderConfig) -> int:
     from playerseg.video.encode import encode_frames
 
-    pred = load_instances(cfg.predictions, video_id, chunk.start, chunk.end, cfg.min_score)
-    gt = load_instances(cfg.ground_truth, video_id, chunk.start, chunk.end)
+    pred = load_instances(cfg.predictions, video_id, unit.start, unit.end, cfg.min_score)
+    gt = load_instances(cfg.ground_truth, video_id, unit.start, unit.end)
     pictures = (
         compose(img, (pred or {}).get(i, []), None if gt is None else gt.get(i, []), cfg)
-        for i, img in read_chunk(kind, chunk, video_id)
+        for i, img in read_frames(unit, video_id)
     )
     return encode_frames(pictures, path, fps, cfg.crf, cfg.preset)
 
 
 def run_render(cfg: RenderConfig) -> dict:
-    import ray
-
-    from playerseg.video.encode import concat, remove_quietly, video_stats
+    from playerseg.ledger import LOCK_FILE, acquire_lock, release_lock
+    from playerseg.io import tree_fingerprint
     from playerseg.video.source import init_ray
 
     if not cfg.source:
         raise cfgmod.ConfigError("render: no source given")
     init_ray(cfg.address)
-    kind, vid, fps, chunks = open_source(cfg)
+    vid, fps, units = open_source(cfg)
     opts = {k: getattr(cfg, k) for k in ("predictions", "ground_truth", "mode", "color_by", "labels", "alpha", "min_score", "crf", "preset",
                                  "start", "end")}
-    tag = hashlib.sha1(json.dumps([opts, fps]).encode()).hexdigest()[:8]
+    # parts are reused only while options and content are unchanged (source, predictions, ground truth)
+    content = [sorted({json.dumps(u.source, sort_keys=True) for u in units}),
+               tree_fingerprint(cfg.predictions) if cfg.predictions else "",
+               tree_fingerprint(cfg.ground_truth) if cfg.ground_truth else ""]
+    tag = hashlib.sha1(json.dumps([opts, fps, content]).encode()).hexdigest()[:8]
     parts_dir = f"{cfg.out}.parts"
-    parts = [f"{parts_dir}/{tag}-{c.start:06d}-{c.end:06d}.mp4" for c in chunks]
-    todo = [{"chunk": json.dumps(c.__dict__), "path": p} for c, p in zip(chunks, parts) if not exists(p)]
-    log.info("render %s (%s, %s fps): %d segments, %d to encode", vid, kind, fps, len(chunks), len(todo))
+    lock = acquire_lock(parts_dir)  # one render into `out` at a time
+    try:
+        return _render_parts(cfg, vid, fps, units, tag, parts_dir)
+    finally:
+        release_lock(lock)
+        with contextlib.suppress(OSError):
+            if os.listdir(parts_dir) == [LOCK_FILE]:  # every part joined: nothing left to resume
+                os.remove(f"{parts_dir}/{LOCK_FILE}")
+                os.rmdir(parts_dir)
+
+
+def _render_parts(cfg: RenderConfig, vid: str, fps: str, units: list[Unit], tag: str, parts_dir: str) -> dict:
+    import ray
+
+    from playerseg.video.encode import concat, remove_quietly, video_stats
+
+    parts = [f"{parts_dir}/{tag}-{u.group.replace('/', '_')}-{u.name}.mp4" for u in units]
+    todo = [{"unit": u.to_json(), "path": p} for u, p in zip(units, parts) if not exists(p)]
+    log.info("render %s (%s, %s fps): %d segments, %d to encode", vid, units[0].kind if units else "-", fps,
+             len(units), len(todo))
 
     def _task(row: dict) -> dict:
-        c = Chunk(**json.loads(row["chunk"]))
-        return {"path": row["path"], "frames": render_chunk(kind, c, vid, fps, row["path"], cfg)}
+        return {"path": row["path"], "frames": render_chunk(Unit.from_json(row["unit"]), vid, fps, row["path"], cfg)}
 
     if todo:
         from playerseg.progress import Progress
 
         ds = ray.data.from_items(todo, override_num_blocks=len(todo))
-        total = sum(Chunk(**json.loads(t["chunk"])).frames() for t in todo)
+        total = sum(Unit.from_json(t["unit"]).num_frames for t in todo)
         with Progress(f"render {vid}", total=total, unit="frame") as bar:
             for row in ds.map(_task, num_cpus=cfg.num_cpus, concurrency=cfg.concurrency).iter_rows():
                 bar.update(row["frames"])
     concat(parts, cfg.out)
     remove_quietly(parts)
-    if os.path.isdir(parts_dir) and not os.listdir(parts_dir):
-        os.rmdir(parts_dir)
     stats = {"video_id": vid, "out": cfg.out, **video_stats(cfg.out)}
     print(f"wrote {cfg.out}: {stats['frames']} frames, {stats['fps']:.3f} fps, {stats['width']}x{stats['height']}")
     return stats

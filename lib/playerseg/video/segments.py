@@ -29,7 +29,8 @@ class Frame:
     video_id: str
     frame_index: int
     pts_seconds: float
-    image: np.ndarray  # HxWx3 uint8, RGB unless another pixel format was asked for
+    image: np.ndarray | None  # HxWx3 uint8, RGB unless another pixel format was asked for; None if bad
+    error: str = ""  # why this frame could not be read (`playerseg.video.frames`: reported, skipped)
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Segment:
     height: int
     exact: bool
     keep: list[int] | None = None  # frame indices to yield; None = all of start..end-1
+    rate: str = ""  # the video's average rate as a fraction (renders are written at it)
 
     @property
     def name(self) -> str:
@@ -160,6 +162,7 @@ def _segment(info: VideoInfo, number: int, a: int, b: int, seek: list[int], keep
         height=info.height,
         exact=info.exact,
         keep=None if keep is None else list(keep),
+        rate=info.rate,
     )
 
 

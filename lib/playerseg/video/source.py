@@ -16,15 +16,16 @@ from typing import Iterator
 import ray
 
 from playerseg.data.errors import DataError, Failures
-from playerseg.video.probe import VideoInfo, list_videos, load_or_probe, unique_ids
-from playerseg.video.segments import Segment, decode_segment, plan_segments, select_frames
+from playerseg.video.probe import VideoInfo, load_or_probe
+from playerseg.video.segments import Segment, plan_segments, select_frames
 
 log = logging.getLogger(__name__)
 
 
 def init_ray(address: str | None = None) -> None:
     """Join `address` (a cluster), else the running/embedded local Ray; never twice. Ray's console
-    output is kept to errors and progress is ours (`playerseg.progress.quiet_ray`)."""
+    output is kept to errors and progress is ours (`playerseg.progress.quiet_ray`). An embedded Ray
+    started by `playerseg` listens on 127.0.0.1 only (`cli.local_ray_on_loopback`)."""
     from playerseg.progress import quiet_ray
 
     options = quiet_ray()
@@ -36,25 +37,26 @@ def init_ray(address: str | None = None) -> None:
 
 
 def probe_all(
-    inputs: list[str], cache_dir: str | None = None, num_cpus: float = 0.5
+    videos: dict[str, str], cache_dir: str | None = None, num_cpus: float = 0.5
 ) -> tuple[list[VideoInfo], Failures]:
-    """Probe every video found in `inputs` (files, folders, globs) as Ray tasks. Unreadable videos
-    go to the returned Failures, named; probes are cached as `<cache_dir>/<video_id>/_video.json`."""
-    uris = list_videos(inputs)
-    ids = unique_ids(uris)
+    """Probe `videos` (uri -> video id, from `video.frames.plan_units`) as Ray tasks. Unreadable
+    videos go to the returned Failures, named; probes are cached as `<cache_dir>/<video_id>/_video.json`
+    (used again only while the file's content fingerprint is unchanged)."""
+    from playerseg.video.frames import under
+
     failures = Failures()
-    if not uris:
+    if not videos:
         return [], failures
 
     def _probe(row: dict) -> dict:
-        cache = f"{cache_dir}/{row['video_id']}/_video.json" if cache_dir else None
+        cache = under(cache_dir, f"{row['video_id']}/_video.json") if cache_dir else None
         try:
             info = load_or_probe(row["uri"], row["video_id"], cache)
             return {**row, "info": json.dumps(info.to_json()), "error": ""}
         except (DataError, OSError, ValueError) as e:
             return {**row, "info": "", "error": str(e) if isinstance(e, DataError) else f"{row['uri']}: {e}"}
 
-    items = [{"uri": u, "video_id": ids[u]} for u in uris]
+    items = [{"uri": u, "video_id": i} for u, i in sorted(videos.items())]
     rows = ray.data.from_items(items, override_num_blocks=len(items)).map(_probe, num_cpus=num_cpus).take_all()
     infos = []
     for row in sorted(rows, key=lambda r: r["uri"]):
@@ -84,49 +86,39 @@ def plan_all(
 
 
 def frames_dataset(
-    videos: list[str] | list[Segment],
+    videos: list[str],
     segment_seconds: float = 10.0,
-    width: int | None = None,
-    height: int | None = None,
     every: int = 1,
     fps: float | None = None,
     num_cpus: float = 1.0,
     concurrency: int | None = None,
     decode_threads: int = 1,
     errors: str = "raise",
-    preserve_order: bool = True,
 ) -> ray.data.Dataset:
     """Rows {video_id, frame_index, pts_seconds, width, height, image} of all frames of `videos`
-    (uris/folders/globs, or planned Segments). `errors="skip"` logs a segment that fails to decode
-    (naming the file) and goes on; unprobeable videos are always logged and left out."""
-    if videos and isinstance(videos[0], Segment):
-        segments = list(videos)
-    else:
-        infos, failures = probe_all(list(videos))
-        if failures:
-            log.warning("%s", failures.summary())
-        segments = plan_all(infos, segment_seconds, every=every, fps=fps)
-    if preserve_order:
-        ray.data.DataContext.get_current().execution_options.preserve_order = True
-    items = [{"segment": json.dumps(s.to_json())} for s in segments]
+    (files, folders, globs: the frame source's inputs), in (video, frame) order. `errors="skip"`
+    logs a unit that fails to decode (naming the file) and goes on; unplannable inputs are always
+    logged and left out."""
+    from playerseg.video.frames import Unit, plan_units, read_unit
+
+    units, failures = plan_units(list(videos), segment_seconds, every=every, fps=fps)
+    if failures:
+        log.warning("%s", failures.summary())
 
     def _decode(row: dict) -> Iterator[dict]:
-        seg = Segment.from_json(json.loads(row["segment"]))
+        unit = Unit.from_json(row["unit"])
         try:
-            for f in decode_segment(seg, width, height, threads=decode_threads):
+            for f in read_unit(unit, decode_threads):
+                if f.error:
+                    raise DataError(unit.uri, f.error)
                 h, w = f.image.shape[:2]
-                yield {
-                    "video_id": f.video_id,
-                    "frame_index": f.frame_index,
-                    "pts_seconds": f.pts_seconds,
-                    "width": w,
-                    "height": h,
-                    "image": f.image,
-                }
+                yield {"video_id": f.video_id, "frame_index": f.frame_index, "pts_seconds": f.pts_seconds,
+                       "width": w, "height": h, "image": f.image}
         except DataError as e:
             if errors != "skip":
                 raise
-            log.error("skipped segment %s of %s: %s", seg.name, seg.uri, e)
+            log.error("skipped unit %s: %s", unit.key, e)
 
-    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+    ds = ray.data.from_items([{"unit": u.to_json()} for u in units], override_num_blocks=max(1, len(units)))
+    ds.context.execution_options.preserve_order = True  # this dataset's order, not the global default
     return ds.flat_map(_decode, num_cpus=num_cpus, concurrency=concurrency)
