@@ -11,7 +11,7 @@ ms and process CPU ms (all threads) per call, and the process's peak resident me
 the finished child, `os.wait4`: imports, model, runtime session and activations together), beside
 its resident memory after the model was loaded.
 
-Encoders: Lite0 is the committed model (models/unet_effl0_broadcast, its trained weights); Lite2 is
+Encoders: Lite0 is the committed model (models/unet_effl0_broadcast_v2, its trained weights); Lite2 is
 the same Unet config with `tu-efficientnet_lite2`, random weights (time and memory do not depend on
 the values). Quality figures exist only for the trained Lite0 model (README, "The model").
 """
@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
-LITE0 = ROOT / "models" / "unet_effl0_broadcast"
+LITE0 = ROOT / "models" / "unet_effl0_broadcast_v2"
 
 
 def lite2_folder(out: Path) -> Path:

@@ -2,7 +2,7 @@
 side by side in one run, on every validation set it was trained beside (`evaluate --data-from`),
 with the CPU milliseconds of one forward pass at that height (1920x1080 source, batch 1).
 
-    .venv/bin/python benchmarks/bench_resolution.py --models models/unet_effl0_broadcast \
+    .venv/bin/python benchmarks/bench_resolution.py --models models/unet_effl0_broadcast_v2 \
         --heights 540,720,900,1080 --data-from configs/unet_broadcast.yaml [--threads 2] [--out outputs/resolution]
 
 Prints one row per (model, height): the per-source figures (acme player IoU and players-over-LED
@@ -57,7 +57,7 @@ def forward_ms(model_dir: str, height: int, threads: int, repeat: int = 5) -> fl
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="models/unet_effl0_broadcast")
+    p.add_argument("--models", default="models/unet_effl0_broadcast_v2")
     p.add_argument("--heights", default="540,720,900,1080")
     p.add_argument("--data-from", default="configs/unet_broadcast.yaml")
     p.add_argument("--threads", type=int, default=2)

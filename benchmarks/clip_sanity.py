@@ -3,7 +3,7 @@ frame, side by side for each model given: player instances per frame and frames 
 large player blob (over 1.5% of the frame: no wide-shot player is that big; close-ups are rare in
 these clips), the failure where a model paints grass as player.
 
-    .venv/bin/python benchmarks/clip_sanity.py models/unet_effl0_broadcast runs/x/checkpoint_epoch026
+    .venv/bin/python benchmarks/clip_sanity.py models/unet_effl0_broadcast models/unet_effl0_broadcast_v2
 """
 import sys
 
@@ -37,4 +37,4 @@ def main(models: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["models/unet_effl0_broadcast"])
+    main(sys.argv[1:] or ["models/unet_effl0_broadcast_v2"])

@@ -1,7 +1,7 @@
 """Overlay sheet of a model on two frames of each sample clip (players red, boards teal, player boxes
 yellow): the README picture docs/broadcast_overlays.jpg.
 
-    .venv/bin/python benchmarks/overlay_sheet.py models/unet_effl0_broadcast sheet.png [target_height]
+    .venv/bin/python benchmarks/overlay_sheet.py models/unet_effl0_broadcast_v2 sheet.png [target_height]
 """
 import sys, av, cv2, numpy as np
 from playerseg.models.segmenter import Segmenter

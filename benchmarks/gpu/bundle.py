@@ -8,7 +8,7 @@ What goes in:
   run.py, pack.py, augment.py    benchmarks/gpu/
   lib/playerseg/                 the package (no install; run.py puts lib/ on sys.path)
   configs/unet_broadcast.yaml    the committed model's training config
-  models/unet_effl0_broadcast/   the committed model (infer phase)
+  models/unet_effl0_broadcast_v2/ the committed model (infer phase)
   models/unet_effl0_acme/        the config's run.init_weights (train phase)
   pack.zip                       the training pack (pack.py; --pack reuses a built one)
   wheels/                        cp312 manylinux wheels of what such a machine lacks: pinned in
@@ -35,7 +35,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 WHEELS = ["segmentation_models_pytorch", "pycocotools", "PyYAML", "fsspec"]  # names as in constraints.txt
-MODELS = ["unet_effl0_broadcast", "unet_effl0_acme"]
+MODELS = ["unet_effl0_broadcast_v2", "unet_effl0_acme"]
 SKIP = {"__pycache__"}
 
 

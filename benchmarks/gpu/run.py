@@ -12,7 +12,7 @@ it measured:
 
   setup   wheels of the bundle that are not importable are unpacked into <bundle>/_site
           (segmentation_models_pytorch, pycocotools, ...; nothing is downloaded)
-  infer   <out>/infer.json: the committed model (models/unet_effl0_broadcast) on a 1080p frame
+  infer   <out>/infer.json: the committed model (models/unet_effl0_broadcast_v2) on a 1080p frame
           brought to each input height (720 = its resolution policy, 1080 = full HD): frames/s over
           batch sizes for fp32, autocast fp16 / bf16, fp16 / bf16 weights, channels_last or not,
           torch.compile of the best eager setting, and uint8 1080p frames -> class map end to end;
@@ -718,7 +718,7 @@ def parse(argv=None):
     p.add_argument("--device", default="auto", help="auto (cuda when there), cuda or cpu")
     p.add_argument("--threads", type=int, default=-1, help="torch CPU threads (default: torch's; tiny 1)")
     p.add_argument("--budget-s", type=float, default=0, help="total seconds (default: 480; tiny 90); phases scaled to it")
-    p.add_argument("--model", default=str(ROOT / "models" / "unet_effl0_broadcast"), help="model of the infer phase")
+    p.add_argument("--model", default=str(ROOT / "models" / "unet_effl0_broadcast_v2"), help="model of the infer phase")
     p.add_argument("--init", default=str(ROOT / "models" / "unet_effl0_acme"), help="run.init_weights of the train phase")
     p.add_argument("--config", default=str(ROOT / "configs" / "unet_broadcast.yaml"), help="training config")
     p.add_argument("--pack", default=str(HERE / "pack.zip"), help="training pack (pack.py)")

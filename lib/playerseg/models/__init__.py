@@ -11,7 +11,7 @@ __all__ = ["MODELS", "ModelConfig", "build_model"]
 
 # The committed model every job uses when none is named (`infer`, `evaluate`, `cluster`, `render`,
 # `demo`): the one place that names it, relative to the checkout (lib/playerseg/models -> repo root).
-DEFAULT_MODEL = Path(__file__).resolve().parents[3] / "models" / "unet_effl0_broadcast"
+DEFAULT_MODEL = Path(__file__).resolve().parents[3] / "models" / "unet_effl0_broadcast_v2"
 
 
 def model_or_default(model: str | None, flag: str = "--model") -> str:
