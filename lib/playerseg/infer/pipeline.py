@@ -35,6 +35,7 @@ from playerseg.infer.postprocess import PostprocessConfig, class_fractions, inst
 from playerseg.infer.sources import Unit, plan_units, read_unit
 from playerseg.infer.writer import UnitWriter, check_run, is_done
 from playerseg.models.preprocess import Preprocess
+from playerseg.players.tracks import TrackConfig
 from playerseg.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class InferConfig:
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     sam: SamConfig = field(default_factory=SamConfig)
+    tracking: TrackConfig = field(default_factory=TrackConfig)  # track_id / shot_id after the model pass
 
 
 # ---- stages -------------------------------------------------------------------------------
@@ -333,6 +335,13 @@ def run_inference(cfg: InferConfig, overwrite: bool = False) -> dict:
         except Exception as e:  # the dataset died (e.g. the cluster went away): finished units stay
             failures.add("dataset", e)
         writer.finish()
+    tracking = None
+    if cfg.tracking.enabled:  # its own resumable pass over every written unit (players.track_job)
+        from playerseg.players.track_job import track_outputs
+
+        tracking = track_outputs(cfg.output, units, cfg.tracking)
+        for what, error in tracking["failures"]:
+            failures.items.append((what, error))
     wall = time.time() - start
     out = cfg.output
     predictions = f"{out}/predictions"
@@ -345,7 +354,7 @@ def run_inference(cfg: InferConfig, overwrite: bool = False) -> dict:
         "units_failed": sorted(writer.failed), "frames_written": writer.frames,
         "instances_written": writer.instances, "coco_detections": n_results,
         "wall_seconds": round(wall, 2), "frames_per_second": round(writer.frames / wall, 3) if wall else None,
-        "resources": res, "failures": [{"what": w, "error": e} for w, e in failures.items],
+        "resources": res, "tracking": tracking, "failures": [{"what": w, "error": e} for w, e in failures.items],
     }
     write_json_atomic(f"{out}/summary.json", summary)
     return summary

@@ -124,7 +124,7 @@ class UnitWriter:
         for r in rows:
             for inst in json.loads(r["instances"]):
                 instances.append({"video_id": r["video_id"], "frame_index": r["frame_index"],
-                                  "pts_seconds": r["pts_seconds"], **inst, "team": -1})
+                                  "pts_seconds": r["pts_seconds"], **inst, "team": -1, "track_id": -1})
         _write_table(paths["predictions"], pa.Table.from_pylist(instances, schema=PREDICTION_SCHEMA))
         schema = frames_schema(self.class_names)
         summary = []
