@@ -4,6 +4,10 @@ tracks, and the shot-cut signal on the real sample clips.
     .venv/bin/python benchmarks/bench_tracking.py                     # synthetic: 2 scenes x 150 frames, one hard cut
     .venv/bin/python benchmarks/bench_tracking.py --frames 100 --segment-frames 25 --out tracking.json
     .venv/bin/python benchmarks/bench_tracking.py --cuts ../shared/data/videos   # cut distances of real clips
+    .venv/bin/python benchmarks/bench_tracking.py --flicker outputs/infer   # team changes along tracks, after
+                                                                            # `playerseg infer` + `playerseg cluster`
+    .venv/bin/python benchmarks/bench_tracking.py --id-switches tests/data/tracks_checked.json --flicker outputs/infer
+                                                  # ID switches against hand-checked player positions
 
 Synthetic (`playerseg.data.synthetic.render_objects`; tests and benchmarks only, never a stand-in
 for real results): scene A (seed 0) then, after a hard cut, scene B (seed 1), people running,
@@ -138,6 +142,76 @@ def cut_report(inputs: list[str], cfg: ShotConfig) -> list[dict]:
     return out
 
 
+def flicker_report(output: str) -> list[dict]:
+    """Per video of an inference output (tracked, then clustered): team changes along tracks of
+    the per-frame teams (`team_frame`) and of the per-track vote (`team`), tracks and their lengths."""
+    import pyarrow.parquet as pq
+
+    from playerseg.players.tracks import team_flicker
+
+    cols = ["video_id", "frame_index", "class", "track_id", "team", "team_frame"]
+    table = pq.read_table(f"{output.rstrip('/')}/predictions", columns=cols).to_pydict()
+    out = []
+    for vid in sorted(set(table["video_id"])):
+        sel = [i for i, (v, c) in enumerate(zip(table["video_id"], table["class"])) if v == vid and c == "player"]
+        get = lambda k: np.array([-1 if table[k][i] is None else table[k][i] for i in sel])  # noqa: E731
+        tracks, frames = get("track_id"), get("frame_index")
+        lengths = np.bincount(tracks[tracks >= 0])
+        lengths = lengths[lengths > 0]
+        out.append({"video": vid, "frames": int(len(set(frames.tolist()))), "players": len(sel),
+                    "tracked": round(float(np.mean(tracks >= 0)), 3), "tracks": int(len(lengths)),
+                    "median_track_length": float(np.median(lengths)) if len(lengths) else 0.0,
+                    "per_frame": team_flicker(tracks, frames, get("team_frame")),
+                    "per_track": team_flicker(tracks, frames, get("team"))})
+    return out
+
+
+def id_switches(checked: str, output: str) -> list[dict]:
+    """ID switches and team accuracy of a tracked (and clustered) output against a hand-checked
+    list of players ({"videos": [{"video", "players": {name: {"kit", "points": [[frame, x, y],
+    ...]}}}]}): at each checkpoint the player is the smallest tracked player box holding the point;
+    a switch is a change of track id between consecutive checkpoints where it is found. Teams:
+    the two kits that are not `other` are the teams (best permutation), `other` is OTHER."""
+    import pyarrow.parquet as pq
+
+    with open(checked) as f:
+        videos = json.load(f)["videos"]
+    cols = ["video_id", "frame_index", "class", "track_id", "bbox", "team", "team_frame"]
+    t = pq.read_table(f"{output.rstrip('/')}/predictions")
+    t = t.select([c for c in cols if c in t.column_names])
+    return [_switches(spec, t.to_pylist()) for spec in videos]
+
+
+def _switches(spec: dict, rows: list[dict]) -> dict:
+    from playerseg.players.teams import OTHER, team_accuracy
+
+    boxes: dict[int, list] = {}
+    for r in rows:
+        if r["video_id"] == spec["video"] and r["class"] == "player" and r["track_id"] is not None and r["track_id"] >= 0:
+            boxes.setdefault(r["frame_index"], []).append(r)
+    kits = sorted({p["kit"] for p in spec["players"].values()} - {"other"})
+    switches = missed = points = 0
+    per_player, truth, per_frame, per_track = {}, [], [], []
+    for name, player in spec["players"].items():
+        seq = []
+        for f, x, y in player["points"]:
+            inside = [(r["bbox"][2] * r["bbox"][3], i) for i, r in enumerate(boxes.get(f, []))
+                      if r["bbox"][0] <= x <= r["bbox"][0] + r["bbox"][2] and r["bbox"][1] <= y <= r["bbox"][1] + r["bbox"][3]]
+            r = boxes[f][min(inside)[1]] if inside else None
+            seq.append(r["track_id"] if r else -1)
+            if r is not None and r.get("team_frame") is not None:  # clustered after tracking
+                truth.append(OTHER if player["kit"] == "other" else kits.index(player["kit"]))
+                per_frame.append(r["team_frame"])
+                per_track.append(r["team"])
+        found = [s for s in seq if s >= 0]
+        n = sum(a != b for a, b in zip(found, found[1:]))
+        per_player[name] = {"tracks": seq, "switches": n}
+        switches, missed, points = switches + n, missed + len(seq) - len(found), points + len(seq)
+    teams = {"per_frame": team_accuracy(per_frame, truth), "per_track": team_accuracy(per_track, truth)} if truth else None
+    return {"video": spec["video"], "players": len(spec["players"]), "checkpoints": points, "not_tracked": missed,
+            "id_switches": switches, "teams": teams, "per_player": per_player}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--frames", type=int, default=300, help="synthetic frames in all (the cut is in the middle)")
@@ -150,11 +224,29 @@ def main(argv=None) -> int:
     p.add_argument("--false-pos", type=float, default=1.0, help="false detections per frame (mean)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cuts", nargs="*", help="real videos / folders: report their cut distances instead")
+    p.add_argument("--flicker", help="an inference output folder (tracked and clustered): report team flicker instead")
+    p.add_argument("--id-switches", help="with --flicker: also count ID switches against this hand-checked list")
     p.add_argument("--out", help="also write the result as JSON here")
     args = p.parse_args(argv)
     cfg = TrackConfig()
     start = time.time()
-    if args.cuts is not None:
+    if args.flicker:
+        result = {"videos": flicker_report(args.flicker)}
+        if args.id_switches:
+            result["id_switches"] = id_switches(args.id_switches, args.flicker)
+            for r in result["id_switches"]:
+                print(f"{r['video']}: {r['players']} hand-checked players, {r['checkpoints']} checkpoints: "
+                      f"{r['id_switches']} ID switches, {r['not_tracked']} checkpoints without a track; team accuracy "
+                      f"there (outfield / all) {r['teams']}; "
+                      + "; ".join(f"{k}: {v['tracks']}" for k, v in r["per_player"].items()))
+        print("| video | frames | player instances | tracked | tracks | median track length | team changes per 100 "
+              "tracked instances, per-frame teams | ... per-track teams |")
+        print("| --- |" + " ---: |" * 7)
+        for r in result["videos"]:
+            print(f"| {r['video']} | {r['frames']} | {r['players']} | {r['tracked']} | {r['tracks']} | "
+                  f"{r['median_track_length']} | {r['per_frame']['per_100']} ({r['per_frame']['changes']}) | "
+                  f"{r['per_track']['per_100']} ({r['per_track']['changes']}) |")
+    elif args.cuts is not None:
         result = {"config": dataclasses.asdict(cfg.shots),
                   "videos": cut_report(args.cuts or ["../shared/data/videos"], cfg.shots)}
         print(f"thresholds: {result['config']}")
