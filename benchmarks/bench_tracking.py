@@ -150,7 +150,11 @@ def flicker_report(output: str) -> list[dict]:
     from playerseg.players.tracks import team_flicker
 
     cols = ["video_id", "frame_index", "class", "track_id", "team", "team_frame"]
-    table = pq.read_table(f"{output.rstrip('/')}/predictions", columns=cols).to_pydict()
+    table = pq.read_table(f"{output.rstrip('/')}/predictions")
+    if not set(cols) <= set(table.column_names):
+        raise SystemExit(f"{output}: no {sorted(set(cols) - set(table.column_names))} columns; run `playerseg infer` "
+                         "(it tracks) and then `playerseg cluster` on it first")
+    table = table.select(cols).to_pydict()
     out = []
     for vid in sorted(set(table["video_id"])):
         sel = [i for i, (v, c) in enumerate(zip(table["video_id"], table["class"])) if v == vid and c == "player"]
