@@ -7,7 +7,9 @@ generate as many frames as they need.
 A scene: audience above an LED board band whose bright content (text-like blocks in changing
 colours) scrolls; a striped green pitch with white lines; people as articulated shapes (head,
 torso, shorts, legs, arms) in two kits plus a referee, overlapping each other and the board, and
-a ball; the camera pans across a wider world. Source classes use the Acme palette names and
+a ball; the camera pans across a wider world. People keep their identity from frame to frame
+(`render_objects` gives each its track id, 1 + its index in the scene; `generate` writes it as
+`track_id` in the COCO annotations): they run at their own speeds, cross and pass each other. Source classes use the Acme palette names and
 colours (`PALETTE`), so `generate` writes a folder `AcmeReader` and `CocoReader` read unchanged.
 """
 from __future__ import annotations
@@ -106,7 +108,7 @@ def _people(seed: int, w: int, h: int, count: int) -> list[dict]:
             x, vx = people[-1]["x"] + rng.uniform(-0.05, 0.05) * w, people[-1]["vx"]
             foot = people[-1]["foot"] / h + rng.uniform(0.02, 0.08)
         people.append({"role": role, "x": x, "vx": vx, "foot": foot * h, "phase": rng.uniform(0, 2 * math.pi),
-                       "skin": SKINS[rng.integers(len(SKINS))]})
+                       "skin": SKINS[rng.integers(len(SKINS))], "track": i + 1})
     return people
 
 
@@ -150,6 +152,14 @@ def _draw_person(p: dict, x: float, index: int, h: int):
 
 def render_source(seed: int, index: int, size=(640, 360), people: int = 22):
     """(RGB image, source-class map over PALETTE, per-object visible masks [(name, HxW bool)])."""
+    image, src, objects = render_objects(seed, index, size, people)
+    return image, src, [(name, mask) for name, _, mask in objects]
+
+
+def render_objects(seed: int, index: int, size=(640, 360), people: int = 22):
+    """`render_source` with each object's ground-truth track id: (image, source map,
+    [(name, track_id, visible mask)]), track_id 1, 2, ... per person of the scene, 0 for the
+    board and the ball."""
     w, h = int(size[0]), int(size[1])
     world_img, world_src = _world(seed, w, h)
     ww = world_img.shape[1]
@@ -161,6 +171,7 @@ def render_source(seed: int, index: int, size=(640, 360), people: int = 22):
     src[top:bottom] = SOURCE["advertisement"]
     owner = np.full((h, w), -1, dtype=np.int16)  # which object (index into `objects`) owns a pixel
     objects = ["advertisement"]  # source class of each object, by owner id
+    tracks = [0]  # its track id
     owner[top:bottom] = 0
     crowd = sorted(_people(seed, w, h, people), key=lambda p: p["foot"])  # far first, near on top
     lead, lead_x = crowd[-1], -h  # the nearest person on screen
@@ -178,15 +189,17 @@ def render_source(seed: int, index: int, size=(640, 360), people: int = 22):
         owner[ys, xs][m] = len(objects)
         lead, lead_x = p, x
         objects.append(p["role"])
+        tracks.append(p["track"])
     bx, by = int(lead_x + 0.12 * h), int(min(h - 3, lead["foot"] - 2))  # at the feet of the nearest one
     ball = np.zeros((h, w), np.uint8)
     cv2.circle(ball, (bx, by), max(2, h // 110), 1, -1)
     ball = ball.astype(bool)
     img[ball], src[ball], owner[ball] = (245, 245, 245), SOURCE["ball"], len(objects)
     objects.append("ball")
+    tracks.append(0)
     img = cv2.GaussianBlur(img, (3, 3), 0)  # soften the drawn edges a little, like a camera
-    masks = [(name, owner == i) for i, name in enumerate(objects)]
-    return img, src, [(name, m) for name, m in masks if m.any()]
+    masks = [(name, t, owner == i) for i, (name, t) in enumerate(zip(objects, tracks))]
+    return img, src, [(name, t, m) for name, t, m in masks if m.any()]
 
 
 def render_frame(seed: int, index: int, size=(640, 360), classes: TaskClasses = TaskClasses(),
@@ -243,7 +256,7 @@ def generate(out_dir: str, num_frames: int, size=(640, 360), fps: float = 25.0, 
             stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
             stream.options = {"crf": "23", "preset": "veryfast"}
             for index in tqdm(range(num_frames), desc="synth", disable=not progress):
-                image, src, objects = render_source(seed, index, (w, h), people)
+                image, src, objects = render_objects(seed, index, (w, h), people)
                 stem = f"frame_{index:05d}"
                 jpg = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])[1]
                 write_bytes_atomic(f"{paths['images']}/{stem}.jpg", jpg.tobytes())
@@ -251,11 +264,12 @@ def generate(out_dir: str, num_frames: int, size=(640, 360), fps: float = 25.0, 
                 write_bytes_atomic(f"{paths['masks']}/{stem}.png", png.tobytes())
                 images.append({"id": index + 1, "file_name": f"{stem}.jpg", "width": w, "height": h,
                                "frame_index": index})
-                for name, mask in objects:
+                for name, track, mask in objects:
                     rle = rle_utils.encode(mask)
                     annotations.append({"id": len(annotations) + 1, "image_id": index + 1,
                                         "category_id": OBJECTS.index(name) + 1, "segmentation": rle,
-                                        "area": rle_utils.area(rle), "bbox": rle_utils.to_bbox(rle), "iscrowd": 0})
+                                        "area": rle_utils.area(rle), "bbox": rle_utils.to_bbox(rle), "iscrowd": 0,
+                                        **({"track_id": track} if track else {})})
                 frame = av.VideoFrame.from_ndarray(image, format="rgb24")
                 for packet in stream.encode(frame):
                     container.mux(packet)

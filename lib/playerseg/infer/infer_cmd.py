@@ -81,6 +81,10 @@ def print_summary(summary: dict) -> None:
           f"in {summary['wall_seconds']} s ({summary['frames_per_second']} frames/s); "
           f"units written {summary['units_written']}, skipped (done before) {summary['units_skipped']}, "
           f"failed {len(summary['units_failed'])}")
+    if summary.get("tracking"):
+        videos = summary["tracking"]["videos"].values()
+        print(f"tracking: {sum(v['tracks'] for v in videos)} tracks in {sum(v['shots'] for v in videos)} shots "
+              f"({summary['tracking']['parts_written']} parts given track_id / shot_id)")
     print(f"  predictions : {summary['predictions']}")
     print(f"  frame stats : {summary['frames']}")
     print(f"  COCO results: {summary['coco_results']}")

@@ -38,6 +38,7 @@ from playerseg.ledger import Ledger
 from playerseg.video.frames import Unit, plan_units, read_unit
 from playerseg.infer.writer import OUTPUTS, UnitWriter
 from playerseg.models.preprocess import Preprocess
+from playerseg.players.tracks import TrackConfig
 from playerseg.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class InferConfig:
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     sam: SamConfig = field(default_factory=SamConfig)
+    tracking: TrackConfig = field(default_factory=TrackConfig)  # track_id / shot_id after the model pass
 
 
 # ---- stages -------------------------------------------------------------------------------
@@ -358,11 +360,18 @@ def run_inference(cfg: InferConfig, overwrite: bool = False) -> dict:
             except Exception as e:  # the dataset died (e.g. the cluster went away): finished units stay
                 failures.add("dataset", e)
             writer.finish()
-        return _finish(cfg, classes, units, todo, writer, failures, res, start)
+        tracking = None
+        if cfg.tracking.enabled:  # its own resumable pass over every written unit (players.track_job)
+            from playerseg.players.track_job import track_outputs
+
+            tracking = track_outputs(ledger, units, cfg.tracking)
+            for what, error in tracking["failures"]:
+                failures.items.append((what, error))
+        return _finish(cfg, classes, units, todo, writer, failures, res, start, tracking)
 
 
 def _finish(cfg: InferConfig, classes: TaskClasses, units: list[Unit], todo: list[Unit], writer: UnitWriter,
-            failures, res, start: float) -> dict:
+            failures, res, start: float, tracking: dict | None = None) -> dict:
     """COCO results and the summary of a run (`<output>/summary.json`)."""
     from playerseg.infer.coco_export import export_coco
     from playerseg.io import exists, write_json_atomic
@@ -379,7 +388,7 @@ def _finish(cfg: InferConfig, classes: TaskClasses, units: list[Unit], todo: lis
         "units_failed": sorted(writer.failed), "frames_written": writer.frames,
         "instances_written": writer.instances, "coco_detections": n_results,
         "wall_seconds": round(wall, 2), "frames_per_second": round(writer.frames / wall, 3) if wall else None,
-        "resources": res, "failures": [{"what": w, "error": e} for w, e in failures.items],
+        "resources": res, "tracking": tracking, "failures": [{"what": w, "error": e} for w, e in failures.items],
     }
     write_json_atomic(f"{out}/summary.json", summary)
     return summary

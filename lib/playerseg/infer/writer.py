@@ -48,7 +48,7 @@ def frames_schema(class_names) -> pa.Schema:
     )
 
 
-OUTPUTS = ("predictions", "frames", "coco_results.json", "summary.json")  # what --overwrite removes
+OUTPUTS = ("predictions", "frames", "coco_results.json", "summary.json", "_tracks")  # what --overwrite removes
 
 
 def part_paths(ledger: Ledger, unit: Unit) -> dict[str, str]:
@@ -101,7 +101,7 @@ class UnitWriter:
         for r in rows:
             for inst in json.loads(r["instances"]):
                 instances.append({"video_id": r["video_id"], "frame_index": r["frame_index"],
-                                  "pts_seconds": r["pts_seconds"], **inst, "team": -1})
+                                  "pts_seconds": r["pts_seconds"], **inst, "team": -1, "track_id": -1})
         write_table_atomic(paths["predictions"], pa.Table.from_pylist(instances, schema=PREDICTION_SCHEMA))
         schema = frames_schema(self.class_names)
         summary = []

@@ -18,6 +18,9 @@ A Ray Data job in three passes over the prediction part files `<predictions>/pre
 3. write (tasks): each part file gets the columns `team` (0 / 1, 2 = other: referee or
    goalkeeper, -1 = not a player) and `led_overlap`, `led`, `truncated`, `merged` (null for
    non-players), rewritten atomically with `playerseg.cluster=<fp>` in its Parquet metadata.
+   When the parts carry `track_id` (`playerseg infer` tracks), `team` is the vote of the track
+   (`tracks.vote_teams` over the per-frame teams of all its instances in the video) and
+   `team_frame` keeps the per-frame assignment; untracked players keep their own.
 `<fp>` fingerprints the options, and a part's stamp is `<fp>-<hash of its video's team model>`:
 a re-run skips parts already written with the same stamp and reuses finished embeddings and
 team models, so a killed job resumes; a video that gained part files is fitted again and all its
@@ -219,6 +222,12 @@ def write_part(part: str, cfg: ClusterConfig, fp: str, state: dict) -> None:
     if len(rows) and state["centroids"] is not None:
         team[rows] = TeamModel.from_state(state, cfg.teams).predict(embeddings_of(cache))
     columns = {"team": pa.array(team, pa.int32())}
+    if "track_teams" in state:  # one team per track, the frame's own kept beside it
+        votes = state["track_teams"]
+        tracks = table.column("track_id").fill_null(-1).to_numpy().astype(np.int64)
+        voted = np.array([votes.get(str(t), v) if t >= 0 and v != UNKNOWN else v for t, v in zip(tracks, team)],
+                         dtype=np.int32)
+        columns = {"team": pa.array(voted, pa.int32()), "team_frame": pa.array(team, pa.int32())}
     for k in FLAG_COLUMNS:
         values = [None] * n
         for r, v in zip(rows, cache.column(k).to_pylist()):
@@ -230,6 +239,42 @@ def write_part(part: str, cfg: ClusterConfig, fp: str, state: dict) -> None:
         else:
             table = table.append_column(k, arr)
     write_table(part, table, {META_KEY: stamp(fp, state).encode()})
+
+
+def _track_ids(part: str) -> np.ndarray | None:
+    """The `track_id` column of a part (-1 for nulls), None when it has none."""
+    import pyarrow.parquet as pq
+
+    from playerseg.io import filesystem
+
+    fs, path = filesystem(part)
+    with fs.open(path, "rb") as f:
+        pf = pq.ParquetFile(f)
+        if "track_id" not in pf.schema_arrow.names:
+            return None
+        return pf.read(columns=["track_id"]).column("track_id").fill_null(-1).to_numpy().astype(np.int64)
+
+
+def with_track_teams(cfg: ClusterConfig, fp: str, group: str, parts: list[str], state: dict) -> dict:
+    """`state` plus `track_teams` ({track id: team}, voted over the video) when its parts are tracked."""
+    from playerseg.players.teams import TeamModel
+    from playerseg.players.tracks import vote_teams
+
+    if state["centroids"] is None:
+        return state
+    model = TeamModel.from_state(state, cfg.teams)
+    ids, teams = [], []
+    for p in parts:
+        tracks = _track_ids(p)
+        if tracks is None:
+            return state
+        cache = read_cache(cache_path(cfg, fp, "embed", group, part_key(p)[1]))
+        rows = cache.column("row").to_numpy()
+        if len(rows):
+            ids.append(tracks[rows])
+            teams.append(model.predict(embeddings_of(cache)))
+    votes = vote_teams(np.concatenate(ids), np.concatenate(teams)) if ids else {}
+    return {**state, "track_teams": {str(t): v for t, v in sorted(votes.items())}}
 
 
 # ---- the command --------------------------------------------------------------------------------
@@ -257,9 +302,8 @@ def cluster(cfg: ClusterConfig) -> dict:
     for p in parts:
         groups.setdefault(part_key(p)[0], []).append(p)
     states = {g: known_state(cfg, fp, g, ps) for g, ps in groups.items()}
-    done = {p for g, ps in groups.items() if states[g] for p in ps if part_stamp(p) == stamp(fp, states[g])}
     failures = Failures()
-    summary = {"fingerprint": fp, "parts": len(parts), "already_written": len(done), "videos": {}}
+    summary = {"fingerprint": fp, "parts": len(parts), "already_written": 0, "videos": {}}
     need_embed = [p for g, ps in groups.items() if states[g] is None for p in ps
                   if not exists(cache_path(cfg, fp, "embed", g, part_key(p)[1]))]
     if need_embed:
@@ -285,8 +329,9 @@ def cluster(cfg: ClusterConfig) -> dict:
         if any(p in failed for p in ps):  # a video is fitted on all its parts: the rest waits for a re-run
             log.error("video %s: %d part(s) failed; its teams are not fitted", g, sum(p in failed for p in ps))
             continue
-        state = states[g] or fit_group(cfg, fp, g, ps)
-        todo = [p for p in ps if p not in done]
+        state = with_track_teams(cfg, fp, g, ps, states[g] or fit_group(cfg, fp, g, ps))
+        todo = [p for p in ps if part_stamp(p) != stamp(fp, state)]
+        summary["already_written"] += len(ps) - len(todo)
         if todo:
             init_ray(cfg.address)
             ds = ray.data.from_items([{"part": p} for p in todo]).map(

@@ -48,8 +48,8 @@ def read_part(part: str):
         raise DataError(part, f"not a readable Parquet file: {e}") from None
 
 
-def part_stamp(part: str) -> str | None:
-    """The `playerseg.cluster` stamp in a part's Parquet metadata (None: never clustered)."""
+def part_stamp(part: str, key: bytes = META_KEY) -> str | None:
+    """The `playerseg.cluster` stamp (or another `key`'s) in a part's Parquet metadata (None: never written)."""
     import pyarrow.parquet as pq
 
     from playerseg.io import filesystem
@@ -60,7 +60,7 @@ def part_stamp(part: str) -> str | None:
             meta = pq.read_schema(f).metadata or {}
     except Exception:
         return None
-    value = meta.get(META_KEY)
+    value = meta.get(key)
     return value.decode() if value else None
 
 

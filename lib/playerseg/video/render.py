@@ -10,7 +10,9 @@ committed model) into `<out stem>_infer/` beside the output, and that is drawn.
 
 Frames come from a video (decoded by segments), an `extract` folder of images (fps from its
 _video.json) or extracted Parquet frames. Predictions follow `schema.PREDICTION_SCHEMA` (extra
-columns ignored): players are filled per team (or per instance) with outlines, LED boards tinted.
+columns ignored): players are filled per team (or per instance) with outlines, LED boards tinted;
+with a `track_id` column (`playerseg infer` tracks) a player keeps one colour along its track
+(`--color-by instance`: the track's; `team`: the track's voted team) and carries its track id.
 The output has the source's fps and frame count.
 """
 from __future__ import annotations
@@ -53,6 +55,7 @@ class RenderConfig:
     mode: Literal["overlay", "side-by-side"] = "overlay"
     color_by: Literal["team", "instance"] = "team"
     labels: bool = False
+    track_ids: bool = True  # draw "#<track_id>" above tracked players (predictions with a track_id column)
     alpha: float = cfgmod.at_least(0.0, 0.45)
     min_score: float = 0.0
     fps: float | None = cfgmod.at_least(0.0, None, above=True)  # default: the source's
@@ -71,11 +74,14 @@ def instance_colour(inst: dict, color_by: str) -> tuple[int, int, int]:
     team = inst.get("team")
     if color_by == "team" and team is not None and team >= 0:
         return TEAM_COLOURS.get(int(team), INSTANCE_COLOURS[int(team) % len(INSTANCE_COLOURS)])
+    track = inst.get("track_id")
+    if track is not None and track >= 0:  # one colour along the track, whatever the frame's instance id
+        return INSTANCE_COLOURS[int(track) % len(INSTANCE_COLOURS)]
     return INSTANCE_COLOURS[int(inst.get("instance_id") or 0) % len(INSTANCE_COLOURS)]
 
 
 def draw_instances(image: np.ndarray, instances: list[dict], color_by: str = "team", labels: bool = False,
-                   alpha: float = 0.45) -> np.ndarray:
+                   alpha: float = 0.45, track_ids: bool = True) -> np.ndarray:
     """RGB image with instances (prediction rows) drawn: players filled + outlined, boards tinted."""
     out = image.copy()
     h, w = out.shape[:2]
@@ -89,20 +95,25 @@ def draw_instances(image: np.ndarray, instances: list[dict], color_by: str = "te
         blend(out, mask, colour, a)
         contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(out, contours, -1, colour, 1 if board else 2, cv2.LINE_AA)
-        if labels and contours:
+        track = inst.get("track_id")
+        track = f"#{track}" if track is not None and track >= 0 and (track_ids or labels) else ""
+        if (labels or track) and contours:
             x, y, _, _ = cv2.boundingRect(np.concatenate(contours))
-            text = str(inst.get("class", ""))[:6]
-            if inst.get("instance_id") is not None:
-                text += f" {inst['instance_id']}"
-            if inst.get("score") is not None:
-                text += f" {inst['score']:.2f}"
+            text = track
+            if labels:
+                text = str(inst.get("class", ""))[:6]
+                if inst.get("instance_id") is not None:
+                    text += f" {inst['instance_id']}"
+                if inst.get("score") is not None:
+                    text += f" {inst['score']:.2f}"
+                text += f" {track}" if track else ""
             cv2.putText(out, text, (x, max(10, y - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, cv2.LINE_AA)
     return out
 
 
 def compose(frame: np.ndarray, pred: list[dict] | None, gt: list[dict] | None, cfg: RenderConfig) -> np.ndarray:
     """The output picture of one frame: overlay, or frame | prediction [| ground truth]."""
-    drawn = draw_instances(frame, pred or [], cfg.color_by, cfg.labels, cfg.alpha)
+    drawn = draw_instances(frame, pred or [], cfg.color_by, cfg.labels, cfg.alpha, cfg.track_ids)
     if cfg.mode == "overlay":
         img = drawn
     else:
@@ -124,7 +135,7 @@ def load_instances(path: str | None, video_id: str, start: int, end: int, min_sc
     import pyarrow.dataset as pads
 
     ds = pads.dataset(path, format="parquet")
-    want = ["frame_index", "class", "mask_rle_size", "mask_rle_counts", "instance_id", "score", "team"]
+    want = ["frame_index", "class", "mask_rle_size", "mask_rle_counts", "instance_id", "score", "team", "track_id"]
     cols = [c for c in want if c in ds.schema.names]
     missing = {"video_id", "frame_index", "class", "mask_rle_size", "mask_rle_counts"} - set(ds.schema.names)
     if missing:
@@ -213,7 +224,7 @@ def run_render(cfg: RenderConfig) -> dict:
     init_ray(cfg.address)
     vid, fps, units = open_source(cfg)
     opts = {k: getattr(cfg, k) for k in ("predictions", "ground_truth", "mode", "color_by", "labels", "alpha", "min_score", "crf", "preset",
-                                 "start", "end")}
+                                 "start", "end", "track_ids")}
     # parts are reused only while options and content are unchanged (source, predictions, ground truth)
     content = [sorted({json.dumps(u.source, sort_keys=True) for u in units}),
                tree_fingerprint(cfg.predictions) if cfg.predictions else "",
@@ -271,6 +282,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=["overlay", "side-by-side"])
     p.add_argument("--color-by", choices=["team", "instance"])
     p.add_argument("--labels", action="store_true", default=None, help="draw class/id/score labels")
+    p.add_argument("--no-track-ids", dest="track_ids", action="store_false", default=None,
+                   help="do not draw #track_id above tracked players")
     p.add_argument("--fps", type=float, help="output fps (default: the source's)")
     p.add_argument("--start", type=float, help="video source: start at this time (seconds)")
     p.add_argument("--end", type=float, help="video source: stop before this time (seconds)")
@@ -281,7 +294,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     cfgmod.add_config_arguments(p, RenderConfig)
 
 
-_FLAGS = {k: k for k in ("source", "out", "predictions", "ground_truth", "video_id", "mode", "color_by", "labels",
+_FLAGS = {k: k for k in ("source", "out", "predictions", "ground_truth", "video_id", "mode", "color_by", "labels", "track_ids",
                          "fps", "start", "end", "segment_seconds", "num_cpus", "concurrency", "address")}
 
 

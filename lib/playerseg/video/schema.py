@@ -21,10 +21,11 @@ PREDICTION_SCHEMA = pa.schema(
         pa.field("mask_rle_size", pa.list_(pa.int32())),  # [h, w]
         pa.field("mask_rle_counts", pa.string()),  # compressed COCO RLE (playerseg.metrics.rle)
         pa.field("team", pa.int32()),  # optional column; -1 = unknown
+        pa.field("track_id", pa.int32()),  # optional: 1, 2, ... per video (players.tracks); -1 = not tracked
     ]
 )
 PREDICTION_REQUIRED = ("video_id", "frame_index", "class", "mask_rle_size", "mask_rle_counts")
-PREDICTION_OPTIONAL = ("instance_id", "score", "bbox", "team", "pts_seconds", "area")
+PREDICTION_OPTIONAL = ("instance_id", "score", "bbox", "team", "track_id", "pts_seconds", "area")
 
 FRAME_SCHEMA = pa.schema(
     [
