@@ -54,3 +54,13 @@ def model_cache(tmp_path_factory):
         os.environ.pop("PLAYERSEG_CACHE", None)
     else:
         os.environ["PLAYERSEG_CACHE"] = old
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """An embedded local Ray for the tests of one module (2 CPUs), shut down after them."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()

@@ -172,15 +172,6 @@ def test_encoder_embedding_is_masked_and_normalised(tiny_embedder, mode):
 
 
 # ---- playerseg cluster end to end -------------------------------------------------------------
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
-
-
 def _write_predictions(synth_dir, out):
     """Prediction parts in the `playerseg infer` layout, made from the synthetic ground truth."""
     import pyarrow as pa

@@ -234,15 +234,6 @@ def test_corrupt_model_files_are_named(tmp_path, capsys):
 
 
 # ---- jobs on Ray: `...mp4`, truncated video in extract, embedded Ray on loopback -----------------
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
-
-
 def test_extract_keeps_dot_names_inside_and_writes_nothing_of_a_truncated_video(ray_local, tmp_path):
     from playerseg.video.extract import ExtractConfig, run_extract
 

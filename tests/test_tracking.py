@@ -134,15 +134,6 @@ def test_draw_keeps_a_track_colour():
 
 
 # ---- the tracking pass of `playerseg infer` -----------------------------------------------------
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
-
-
 def _inference_output(synth_dir, out, segment_frames: int):
     """An inference output written by the job's own writer from the synthetic ground truth
     (people as players, the board as led_board), units planned on the clip like `infer` plans them."""
