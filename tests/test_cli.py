@@ -205,3 +205,19 @@ def test_help_examples_run_as_written(monkeypatch):
     assert len(lines) >= 15
     for line in lines:
         check_command_line(line)
+
+
+def test_console_keeps_our_info_and_others_warnings():
+    """Without -v the console shows playerseg's INFO but not other libraries' (the ONNX exporter
+    logs ~100 INFO lines per export); their warnings still show."""
+    import logging
+
+    from playerseg.cli import _ours_or_warning
+
+    def rec(name, level):
+        return logging.LogRecord(name, level, __file__, 1, "m", None, None)
+
+    assert _ours_or_warning(rec("playerseg.evaluate", logging.INFO))
+    assert not _ours_or_warning(rec("onnx_ir.passes.common", logging.INFO))
+    assert _ours_or_warning(rec("onnx_ir.passes.common", logging.WARNING))
+    assert not _ours_or_warning(rec("playerseg_other", logging.INFO))

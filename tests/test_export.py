@@ -97,6 +97,10 @@ def test_export_command_folder_and_refusals(tmp_path, capsys):
     with pytest.raises(ValueError, match="not a pt2 file"):
         Segmenter.load(tmp_path / "out" / "model.pt2", device="cpu", runtime="onnxruntime")
     assert Segmenter.load(tmp_path / "out" / "model.pt2", device="cpu", runtime="auto").runtime == "torch"
+    (tmp_path / "out" / "MODEL_CARD.md").write_text("# by hand\n")  # re-exporting keeps the card, drops old formats
+    assert main(["export", str(small), "--format", "safetensors", "--out", str(tmp_path / "out")]) == 0
+    files = {p.name for p in (tmp_path / "out").iterdir()}
+    assert "model.onnx" not in files and (tmp_path / "out" / "MODEL_CARD.md").read_text() == "# by hand\n"
 
 
 def test_folder_on_onnxruntime_exports_once_into_the_cache(tmp_path, model_cache, monkeypatch):

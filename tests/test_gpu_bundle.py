@@ -43,7 +43,7 @@ def tiny_pack(tmp_path_factory, acme_dir, detection_dir, epl_dir):
     from playerseg.io import shared_data_dir
 
     out = tmp_path_factory.mktemp("pack") / "pack.zip"
-    index = _module("pack").build_pack(str(ROOT / "configs" / "unet_broadcast.yaml"), str(out), quality=80,
+    index = _module("pack").build_pack(str(ROOT / "configs" / "unet_broadcast_v2.yaml"), str(out), quality=80,
                                        max_per_split=2, target_height=96, data_root=str(shared_data_dir()))
     assert index["counts"] == {s: {"train": 2, "val": 2} for s in ("acme", "detection", "epl")}
     return out
@@ -71,7 +71,7 @@ def test_pack_holds_what_the_readers_give(tiny_pack):
     from playerseg.train.loop import preprocess_of
 
     pack = _module("pack").Pack(tiny_pack)
-    cfg = load(TrainConfig, ROOT / "configs" / "unet_broadcast.yaml", ["input.target_height=96"])
+    cfg = load(TrainConfig, ROOT / "configs" / "unet_broadcast_v2.yaml", ["input.target_height=96"])
     for source in cfg.data.source_list():
         source.root = str(shared_data_dir() / Path(source.root).name)
         reader = build_reader(source, "val")

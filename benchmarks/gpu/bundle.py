@@ -7,9 +7,9 @@
 What goes in:
   run.py, pack.py, augment.py    benchmarks/gpu/
   lib/playerseg/                 the package (no install; run.py puts lib/ on sys.path)
-  configs/unet_broadcast.yaml    the committed model's training config
+  configs/unet_broadcast_v2.yaml    the committed model's training config
   models/unet_effl0_broadcast_v2/ the committed model (infer phase)
-  models/unet_effl0_acme/        the config's run.init_weights (train phase)
+  models/unet_effl0_broadcast/   the config's run.init_weights (train phase)
   pack.zip                       the training pack (pack.py; --pack reuses a built one)
   wheels/                        cp312 manylinux wheels of what such a machine lacks: pinned in
                                  constraints.txt, `pip download --only-binary=:all: --no-deps`, cached
@@ -35,7 +35,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 WHEELS = ["segmentation_models_pytorch", "pycocotools", "PyYAML", "fsspec"]  # names as in constraints.txt
-MODELS = ["unet_effl0_broadcast_v2", "unet_effl0_acme"]
+MODELS = ["unet_effl0_broadcast_v2", "unet_effl0_broadcast"]
 SKIP = {"__pycache__"}
 
 
@@ -86,7 +86,7 @@ def build(out: Path, pack: Path | None, quality: int, with_scipy: bool, max_mib:
         shutil.copy2(HERE / name, tmp / name)
     _copytree(ROOT / "lib" / "playerseg", tmp / "lib" / "playerseg")
     (tmp / "configs").mkdir()
-    shutil.copy2(ROOT / "configs" / "unet_broadcast.yaml", tmp / "configs" / "unet_broadcast.yaml")
+    shutil.copy2(ROOT / "configs" / "unet_broadcast_v2.yaml", tmp / "configs" / "unet_broadcast_v2.yaml")
     for m in MODELS:
         _copytree(ROOT / "models" / m, tmp / "models" / m)
     (tmp / "wheels").mkdir()
@@ -98,7 +98,7 @@ def build(out: Path, pack: Path | None, quality: int, with_scipy: bool, max_mib:
 
         from playerseg.io import shared_data_dir
 
-        build_pack(str(ROOT / "configs" / "unet_broadcast.yaml"), str(tmp / "pack.zip"), quality=quality,
+        build_pack(str(ROOT / "configs" / "unet_broadcast_v2.yaml"), str(tmp / "pack.zip"), quality=quality,
                    data_root=str(shared_data_dir()))
     else:
         shutil.copy2(pack, tmp / "pack.zip")
@@ -125,7 +125,7 @@ def build(out: Path, pack: Path | None, quality: int, with_scipy: bool, max_mib:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=str(ROOT / "dist" / "gpu_bundle"), help="bundle folder (replaced)")
-    p.add_argument("--pack", help="a pack built before (pack.py); default: build one from configs/unet_broadcast.yaml")
+    p.add_argument("--pack", help="a pack built before (pack.py); default: build one from configs/unet_broadcast_v2.yaml")
     p.add_argument("--quality", type=int, default=50, help="JPEG quality of the pack's frames (when built here)")
     p.add_argument("--with-scipy", action="store_true", help="carry scipy (detection validation on the GPU machine)")
     p.add_argument("--max-mib", type=float, default=64.0)

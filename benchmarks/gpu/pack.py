@@ -1,13 +1,13 @@
 """The training pack of the GPU bundle: every labelled frame of a training config's sources, already
 at the model's resolution, in one zip file a bare GPU machine reads without the source readers.
 
-    python benchmarks/gpu/pack.py --config configs/unet_broadcast.yaml --out dist/pack.zip
+    python benchmarks/gpu/pack.py --config configs/unet_broadcast_v2.yaml --out dist/pack.zip
     pack = Pack("dist/pack.zip"); reader = pack.reader("acme", "val")    # a playerseg Reader
 
 What it holds, per frame of each source and split (the split the config says: `val_groups`,
 `val_fraction` / `split_block`, cut by the project's own `data.splits`):
 - the frame scaled by the config's resolution policy (`train.dataset.scaled_sample`: 720 px high for
-  configs/unet_broadcast.yaml) as JPEG (`--quality`, default 50: the whole pack of 530 frames is ~40 MB,
+  configs/unet_broadcast_v2.yaml) as JPEG (`--quality`, default 50: the whole pack of 530 frames is ~40 MB,
   so that code, wheels, two models and the pack stay under 64 MiB);
 - its label map (task class ids, IGNORE_INDEX where unlabelled) as PNG, where the source has one;
 - its boxes (class, x0, y0, x1, y1 at pack resolution) and `Sample.labels` (how the source labels
@@ -166,7 +166,7 @@ class PackReader(Reader):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="configs/unet_broadcast.yaml", help="training config whose sources are packed")
+    p.add_argument("--config", default="configs/unet_broadcast_v2.yaml", help="training config whose sources are packed")
     p.add_argument("--out", required=True, help="pack file (.zip)")
     p.add_argument("--quality", type=int, default=50, help="JPEG quality of the frames (optimised, progressive)")
     p.add_argument("--max-per-split", type=int, default=0, help="first N frames per source and split (0 = all)")

@@ -18,9 +18,9 @@ it measured:
           torch.compile of the best eager setting, and uint8 1080p frames -> class map end to end;
           the GPU busy share of each (CUDA event time of the model calls / wall time, and
           nvidia-smi's utilisation when it is there), peak memory
-  train   <out>/train.json and <out>/train/model/: configs/unet_broadcast.yaml (Unet +
+  train   <out>/train.json and <out>/train/model/: configs/unet_broadcast_v2.yaml (Unet +
           EfficientNet-Lite0, three sources with partial-label and box losses, from
-          models/unet_effl0_acme) trained for the phase's time from the bundle's pack with the
+          models/unet_effl0_broadcast) trained for the phase's time from the bundle's pack with the
           project's own model builder, loss, class-set targets, crop sampler, training step and
           validation (`playerseg.train.loop`); the model folder loads with `Segmenter.load`
   summary <out>/summary.json: the plan, the environment, every phase's figures, status and errors
@@ -29,9 +29,9 @@ Differences from the Ray training run (also written to train.json): one process,
 augmentation by `augment.SimpleAugment` (zoom, crop, flip, colour shift; no rotation, HSV, blur);
 epochs sized so that `run.epochs` fit the time (the cosine schedule runs its whole course); the
 encoder's ImageNet initialisation is skipped (`model.encoder_weights: ""`) because `run.init_weights`
-(models/unet_effl0_acme) replaces every weight anyway; validation of box-labelled sources (the
+(models/unet_effl0_broadcast) replaces every weight anyway; validation of box-labelled sources (the
 detection set) needs scipy (`infer.postprocess`) and is skipped where scipy is absent (then
-`playerseg evaluate --checkpoint <out>/train/model --data-from configs/unet_broadcast.yaml` gives
+`playerseg evaluate --checkpoint <out>/train/model --data-from configs/unet_broadcast_v2.yaml` gives
 it on any machine).
 """
 from __future__ import annotations
@@ -524,7 +524,7 @@ def phase_train(args, rec: Record, deadline: float) -> None:
         "epochs": "samples per epoch sized so that run.epochs fit the phase's time (cosine schedule over them)",
         "validation_skipped_sources": dropped,
         "validation_skipped_why": "" if not dropped else "scipy (infer.postprocess) is not importable here; "
-                                  "`playerseg evaluate --checkpoint <out>/train/model --data-from configs/unet_broadcast.yaml` gives them",
+                                  "`playerseg evaluate --checkpoint <out>/train/model --data-from configs/unet_broadcast_v2.yaml` gives them",
         "process": "one process, no Ray / DDP; DataLoader workers %d" % args.loader_workers}
     rec.save()
 
@@ -719,8 +719,8 @@ def parse(argv=None):
     p.add_argument("--threads", type=int, default=-1, help="torch CPU threads (default: torch's; tiny 1)")
     p.add_argument("--budget-s", type=float, default=0, help="total seconds (default: 480; tiny 90); phases scaled to it")
     p.add_argument("--model", default=str(ROOT / "models" / "unet_effl0_broadcast_v2"), help="model of the infer phase")
-    p.add_argument("--init", default=str(ROOT / "models" / "unet_effl0_acme"), help="run.init_weights of the train phase")
-    p.add_argument("--config", default=str(ROOT / "configs" / "unet_broadcast.yaml"), help="training config")
+    p.add_argument("--init", default=str(ROOT / "models" / "unet_effl0_broadcast"), help="run.init_weights of the train phase")
+    p.add_argument("--config", default=str(ROOT / "configs" / "unet_broadcast_v2.yaml"), help="training config")
     p.add_argument("--pack", default=str(HERE / "pack.zip"), help="training pack (pack.py)")
     p.add_argument("--heights", default="", help="input heights of the infer phase (default 720,1080; tiny 64)")
     p.add_argument("--batches", default="", help="batch sizes (default 1,4,8,16,32; tiny 1,2)")

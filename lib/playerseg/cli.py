@@ -125,6 +125,11 @@ def local_ray_on_loopback(argv: list[str]) -> None:
         os.environ.setdefault(LOOPBACK_ENV, "0")
 
 
+def _ours_or_warning(record: logging.LogRecord) -> bool:
+    """Console filter without `-v`: playerseg's own INFO, and WARNING or worse from anyone."""
+    return record.levelno >= logging.WARNING or record.name.split(".")[0] in ("playerseg", "__main__")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     local_ray_on_loopback(argv)
@@ -139,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
             level=logging.DEBUG if verbose else logging.INFO,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+        if not verbose:  # other libraries' INFO (e.g. the ONNX exporter's ~100 lines per export) is noise here
+            for handler in logging.getLogger().handlers:
+                handler.addFilter(_ours_or_warning)
         if verbose:
             os.environ.setdefault("PLAYERSEG_RAY_VERBOSE", "1")  # playerseg.progress keeps Ray's console output
         return int(importlib.import_module(args._module).run(args) or 0)

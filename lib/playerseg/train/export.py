@@ -68,6 +68,9 @@ def export_model(source: str, out_dir: str, formats=("safetensors", "torchscript
             write(model, tmp / FILES[name], {**meta, "weights_dtype": "float32"}, spec)
     old = out.parent / f".old-{out.name}-{os.getpid()}"
     if out.exists():
+        for card in out.glob("*.md"):  # a model card written by hand stays with the folder it describes
+            if not (tmp / card.name).exists():
+                shutil.copy2(card, tmp / card.name)
         os.replace(out, old)
     os.replace(tmp, out)
     shutil.rmtree(old, ignore_errors=True)
