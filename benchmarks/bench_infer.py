@@ -190,6 +190,7 @@ def ray_job(clip: str, model: str, out: Path, overrides: dict, segment_frames: i
     from playerseg.infer.pipeline import InferConfig, run_inference
 
     cfg = InferConfig(model=model, inputs=[clip], output=str(out), segment_frames=segment_frames)
+    cfg.tracking.enabled = False  # the plain loop does not track: the same work on both sides
     for k, v in overrides.items():
         setattr(cfg.resources, k, v)
     t0 = time.perf_counter()
