@@ -69,7 +69,7 @@ class ResourcesConfig:
 
 
 @dataclass
-class SamConfig:
+class SamRefineConfig:  # SAM refinement of inference instances (not `sam.train.SamConfig`)
     checkpoint: str = ""  # SAM weights (path or URI); "" = no SAM refinement
     model_type: str = "vit_b"
     classes: list[str] = field(default_factory=lambda: ["player"])  # instances refined by SAM
@@ -94,7 +94,7 @@ class InferConfig:
     device: str = ""  # "" = cuda when the actor has a GPU, else cpu
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
-    sam: SamConfig = field(default_factory=SamConfig)
+    sam: SamRefineConfig = field(default_factory=SamRefineConfig)
     tracking: TrackConfig = field(default_factory=TrackConfig)  # track_id / shot_id after the model pass
 
 
@@ -207,7 +207,7 @@ class SamPostprocessor:
 
         self.classes = TaskClasses(tuple(class_names))
         self.post = dataclasses.replace(PostprocessConfig(), **cfg)
-        self.refiner = SamInstanceRefiner(SamConfig(**sam), self.classes)
+        self.refiner = SamInstanceRefiner(SamRefineConfig(**sam), self.classes)
 
     def __call__(self, batch: dict) -> dict:
         return _columns([
