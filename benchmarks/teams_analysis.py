@@ -1,4 +1,5 @@
-"""Real-data measurement of the players-of-interest ideas on a labelled set (the Acme frames):
+"""Real-data measurement of the players-of-interest ideas on a labelled set (the Acme frames), the
+measurement behind `bench_teams.py` (benchmark code, not part of the package):
 
 1. team assignment: encoder embedding vs colour-histogram baseline, accuracy under the best team
    permutation, per frame and overall, on outfield players only and on everyone (OTHER included);
