@@ -148,15 +148,16 @@ def plain_loop(clip: str, model: str, out: Path, threads: int, batch_size: int,
     import pyarrow.parquet as pq
     import torch
 
-    from playerseg.infer.pipeline import frame_result, load_segmenter
+    from playerseg.infer.pipeline import frame_result
     from playerseg.infer.postprocess import PostprocessConfig
+    from playerseg.models.segmenter import Segmenter
     from playerseg.video import decode_segment, plan_segments, probe
     from playerseg.video.schema import PREDICTION_SCHEMA
 
     t0 = time.perf_counter()
     torch.set_num_threads(threads)
-    resize = load_segmenter(model, "cpu").preprocess.resize
-    seg = load_segmenter(model, "cpu", model_resolution=True, runtime=runtime, threads=threads)
+    resize = Segmenter.load(model, "cpu").preprocess.resize
+    seg = Segmenter.load(model, "cpu", model_resolution=True, runtime=runtime, threads=threads)
     post = PostprocessConfig()
     info = probe(clip)
     rows, n = [], 0
@@ -226,9 +227,9 @@ def main() -> None:
             print(f"the clip joined {args.repeat} times")
         print(f"clip {clip}\nmodel {model}\nlocal Ray with {args.cpus} CPUs; plain loop on {args.plain_runtime} "
               f"with {args.cpus} threads")
-        from playerseg.infer.pipeline import load_segmenter
+        from playerseg.models.segmenter import Segmenter
 
-        load_segmenter(model, "cpu", runtime="auto")  # a folder's ONNX export made once, before anything is timed
+        Segmenter.load(model, "cpu", runtime="auto")  # a folder's ONNX export made once, before anything is timed
         ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
         ray.data.DataContext.get_current().enable_progress_bars = False
         import os

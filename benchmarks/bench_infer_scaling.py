@@ -37,20 +37,21 @@ def stage_costs(clip: str, model: str, frames: int = 32, batch: int = 4) -> dict
     """Seconds per frame of each stage, measured in this process."""
     import torch
 
-    from playerseg.infer.pipeline import frame_result, load_segmenter
+    from playerseg.infer.pipeline import frame_result
     from playerseg.infer.postprocess import PostprocessConfig
+    from playerseg.models.segmenter import Segmenter
     from playerseg.video import decode_segment, plan_segments, probe
 
     seg = plan_segments(probe(clip), segment_seconds=None, segment_frames=frames)[0]
     t = time.perf_counter()
     images = [f.image for f in decode_segment(seg)][:frames]
     c = {"decode": (time.perf_counter() - t) / len(images)}
-    resize = load_segmenter(model, "cpu").preprocess.resize
+    resize = Segmenter.load(model, "cpu").preprocess.resize
     h, w = images[0].shape[:2]
     t = time.perf_counter()
     small = [resize(im) for im in images]
     c["resize"] = (time.perf_counter() - t) / len(images)
-    net = load_segmenter(model, "cpu", model_resolution=True)
+    net = Segmenter.load(model, "cpu", model_resolution=True)
     net.batch_size = batch
     x = np.stack(small[: 4 * batch])
     for threads in (1, 2):

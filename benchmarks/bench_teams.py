@@ -6,17 +6,21 @@ LED-overlap flag, measured on the real Acme frames (`../shared/data/acme-footbal
     .venv/bin/python benchmarks/bench_teams.py --no-frames --gallery teams.png
 
 Both methods run side by side in one run on the same instances. Prints per-frame and overall
-tables (see `playerseg.players.analysis`); `--out` also writes the numbers as JSON.
+tables (see `teams_analysis.py` beside this script); `--out` also writes the numbers as JSON.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from pathlib import Path
 
-from playerseg.config import add_config_arguments, from_args, to_dict
-from playerseg.io import write_json_atomic
-from playerseg.players.analysis import AnalysisConfig, default_root, format_tables, run
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from playerseg.config import add_config_arguments, from_args, to_dict  # noqa: E402
+from playerseg.io import write_json_atomic  # noqa: E402
+from teams_analysis import AnalysisConfig, default_root, format_tables, run  # noqa: E402
 
 
 def main(argv=None) -> int:

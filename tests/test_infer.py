@@ -10,11 +10,12 @@ import pytest
 import ray
 
 from playerseg.classes import TaskClasses
-from playerseg.infer.pipeline import InferConfig, load_segmenter, run_inference
+from playerseg.infer.pipeline import InferConfig, run_inference
 from playerseg.video.frames import Unit
 from playerseg.infer.writer import UnitWriter
 from playerseg.ledger import Ledger
 from playerseg.metrics import rle
+from playerseg.models.segmenter import Segmenter
 from playerseg.video.schema import PREDICTION_SCHEMA
 
 SIZE = (160, 96)  # synthetic frames (w, h); the model runs at half: 80 x 48
@@ -172,11 +173,11 @@ def test_torchscript_export_loads(model_dir, tmp_path):
     export_model(model_dir, str(tmp_path / "export"), formats=("safetensors", "torchscript"), half=False,
                  example_hw=(64, 96))
     frames = np.random.default_rng(0).integers(0, 255, (2, 48, 80, 3), dtype=np.uint8)
-    ts = load_segmenter(str(tmp_path / "export" / "model.ts"), "cpu", model_resolution=True)
-    ref = load_segmenter(model_dir, "cpu", model_resolution=True)
+    ts = Segmenter.load(str(tmp_path / "export" / "model.ts"), "cpu", model_resolution=True)
+    ref = Segmenter.load(model_dir, "cpu", model_resolution=True)
     np.testing.assert_allclose(ts.predict_proba(frames), ref.predict_proba(frames), atol=1e-4)
     with pytest.raises(ValueError, match="onnxruntime"):
-        load_segmenter(str(tmp_path / "export" / "model.onnx"), runtime="torch")
+        Segmenter.load(str(tmp_path / "export" / "model.onnx"), runtime="torch")
 
 
 def test_runtime_onnxruntime_gives_the_instances_of_torch(local_ray, model_dir, inputs, tmp_path, model_cache):
@@ -270,7 +271,7 @@ def test_sam_head_checkpoint_is_a_model(tmp_path):
     path = str(tmp_path / "sam_trained.pt")
     save_trained(path, build_sam("tiny_untrained"), [], model_type="tiny_untrained", base_checkpoint=None,
                  mode="head", head=SamEmbeddingHead(3, hidden=16))
-    seg = load_segmenter(path, "cpu", model_resolution=True)
+    seg = Segmenter.load(path, "cpu", model_resolution=True)
     proba = seg.predict_proba(np.zeros((1, 48, 80, 3), np.uint8))
     assert proba.shape == (1, 3, 48, 80) and np.allclose(proba.sum(1), 1, atol=1e-4)
     assert seg.classes.names == TaskClasses().names

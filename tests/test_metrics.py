@@ -13,7 +13,7 @@ from playerseg.data.sample import Instance, Sample
 from playerseg.io import shared_data_dir
 from playerseg.metrics import rle
 from playerseg.metrics.boundary import boundary_f, boundary_precision_recall, mask_boundary
-from playerseg.metrics.instance import (InstanceMeter, detections_from_instances, instance_ap, mask_iou,
+from playerseg.metrics.instance import (InstanceMeter, detections_from_instances, instance_ap,
                                         semantic_to_detections, semantic_to_instances, write_coco_results)
 from playerseg.metrics.semantic import (SegmentationMeter, confusion_matrix, dice_from_confusion,
                                         iou_from_confusion, players_over_led_iou, scale_radius)
@@ -188,23 +188,6 @@ def test_boundary_edge_cases():
 # --------------------------------------------------------------------------- instances
 
 
-def test_mask_iou_matches_pycocotools():
-    rng = np.random.default_rng(1)
-    a = rng.random((4, 48, 64)) < 0.3
-    b = np.zeros((3, 48, 64), bool)
-    b[0, 5:30, 10:40] = True
-    b[1] = a[1]
-    b[2, 40:, 60:] = True
-    ours = mask_iou(a, b)
-    theirs = mask_utils.iou([_rle(m) for m in a], [_rle(m) for m in b], [0, 0, 0])
-    np.testing.assert_allclose(ours, theirs)
-    assert ours[1, 1] == 1.0
-
-
-def _rle(m):
-    return mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
-
-
 def test_semantic_to_instances():
     cm = np.zeros((20, 20), np.uint8)
     cm[2:6, 2:6] = 1          # 16 px
@@ -311,16 +294,8 @@ def acme_samples():
 
 @pytest.mark.realdata
 @realdata
-def test_real_mask_iou_and_self_ap(acme_samples):
-    kernel = np.ones((5, 5), np.uint8)
-    for s in acme_samples:
-        masks = s.instance_masks()
-        assert len(masks) > 0
-        eroded = np.stack([cv2.erode(m.view(np.uint8), kernel).astype(bool) for m in masks])
-        ours = mask_iou(eroded, masks)
-        theirs = mask_utils.iou([_rle(m) for m in eroded], [_rle(m) for m in masks], [0] * len(masks))
-        np.testing.assert_allclose(ours, theirs, atol=1e-12)
-        assert 0 < np.diag(ours).mean() < 1
+def test_real_self_ap(acme_samples):
+    assert all(len(s.instance_masks()) > 0 for s in acme_samples)
     dets = [d for s in acme_samples for d in detections_from_instances(s.instances, s.id)]
     for iou_type in ("segm", "bbox"):
         assert instance_ap(acme_samples, dets, iou_type) == pytest.approx({"AP": 1.0, "AP50": 1.0, "AP75": 1.0})

@@ -199,6 +199,6 @@ def test_a_crafted_checkpoint_never_runs_code(tmp_path):
                   "decoder_channels": [16, 16, 8], "num_classes": 3},
         "preprocess": {"scale": 1.0, "pad_multiple": 32, "mean": [0.5] * 3, "std": [0.5] * 3}}))
     (folder / "checkpoint.pt").write_bytes(pickle.dumps({"model": Evil()}))
-    with pytest.raises(ValueError, match="checkpoint.pt: not a playerseg checkpoint"):
+    with pytest.raises(ValueError, match="checkpoint.pt: unreadable weights"):
         Segmenter.load(str(folder), device="cpu", runtime="torch")
     assert not marker.exists()

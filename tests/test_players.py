@@ -1,12 +1,25 @@
 """Players of interest: flags on hand-made masks, colour / encoder embeddings, team clustering on
 synthetic scenes with known kits, and `playerseg cluster` end to end on a synthetic video."""
+import importlib.util
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from playerseg.players import embed, flags, teams
 from playerseg.players.teams import OTHER, UNKNOWN
+
+
+def _analysis():
+    """`benchmarks/teams_analysis.py`, the measurement behind `benchmarks/bench_teams.py`."""
+    if "teams_analysis" not in sys.modules:  # registered first: its dataclasses look their module up
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / "teams_analysis.py"
+        spec = importlib.util.spec_from_file_location("teams_analysis", path)
+        sys.modules["teams_analysis"] = module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return sys.modules["teams_analysis"]
 
 
 # ---- flags ------------------------------------------------------------------------------------
@@ -244,7 +257,9 @@ def test_cluster_command_writes_teams_and_flags_once(synth_dir, tmp_path, ray_lo
 
 def test_analysis_tables_and_led_split_on_synthetic_records():
     from playerseg.data.synthetic import render_frame
-    from playerseg.players.analysis import AnalysisConfig, FrameRecord, format_tables, instance_seg_counts, measure
+    analysis = _analysis()
+    AnalysisConfig, FrameRecord, format_tables = analysis.AnalysisConfig, analysis.FrameRecord, analysis.format_tables
+    instance_seg_counts, measure = analysis.instance_seg_counts, analysis.measure
 
     records = []
     for index in (0, 7):
@@ -272,9 +287,8 @@ def test_analysis_tables_and_led_split_on_synthetic_records():
 
 @pytest.mark.realdata
 def test_acme_analysis_colour_teams_beat_chance(acme_dir):
-    from playerseg.players.analysis import AnalysisConfig, run
-
-    result = run(AnalysisConfig(root=str(acme_dir), limit=10))
+    analysis = _analysis()
+    result = analysis.run(analysis.AnalysisConfig(root=str(acme_dir), limit=10))
     assert result["frames"] == 10 and result["led_split"] is None  # no model given
     assert result["teams"]["colour"]["overall"]["global/outfield"] >= 0.8, result["teams"]["colour"]["overall"]
     assert set(result["teams"]) == {"colour", "encoder"}

@@ -119,7 +119,7 @@ def test_synthetic_annotations_carry_track_ids(synth_dir):
 
 def test_draw_keeps_a_track_colour():
     from playerseg.metrics import rle
-    from playerseg.video.render import draw_instances
+    from playerseg.viz import draw_instances
 
     img = np.zeros((40, 60, 3), np.uint8)
     mask = np.zeros((40, 60), bool)

@@ -4,7 +4,7 @@
     clips = [clip_report(out, "bundesliga_478p", "render/bundesliga_478p_overlay.mp4", predictions, frames)]
     write_index(out, clips, failures=[...], facts={"model": ...})
 
-The pictures are frames of the overlay video `playerseg render` drew (`video.render.draw_instances`),
+The pictures are frames of the overlay video `playerseg render` drew (`viz.draw_instances`),
 so nothing is drawn twice; sheets are laid out with `viz.label` / `viz.grid`. Per clip the page
 shows the sheet, players per frame over time (inline SVG, with the players over LED boards, the
 frames where segmentation is hardest), thumbnails of the frames with the most players over boards,

@@ -1,10 +1,12 @@
-"""Filesystem helpers: fsspec paths, atomic writes (temporary name, then rename), done markers."""
+"""Filesystem helpers: fsspec paths, atomic writes of files and folders (temporary name, then
+rename), fingerprints, and the one reader of weight files."""
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
 import os
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -46,6 +48,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
         with contextlib.suppress(FileNotFoundError):
             if fs.exists(tmp):
                 fs.rm(tmp)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary sibling folder to fill; it replaces the local folder `path` only when
+    the block succeeds (the old one moved aside, the new one renamed in, the old one deleted), so a
+    reader finds the old folder or the new one, never half of one."""
+    target = Path(path)
+    tmp = target.parent / f".tmp-{target.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        old = target.parent / f".old-{target.name}-{os.getpid()}"
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -133,3 +155,28 @@ def sha256_file(path: str) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def read_weights(path: str | os.PathLike, map_location="cpu") -> dict:
+    """The tensors (and plain values) saved at `path`, local or fsspec URI: `.safetensors` by its
+    name, anything else with `torch.load(weights_only=True)`, so a file from outside never runs code
+    while it is read. FileNotFoundError when it is missing; DataError naming the file when it is
+    not such a file (damaged, or a pickle of anything else)."""
+    import io
+
+    import torch
+
+    from playerseg.data.errors import DataError
+
+    with fsspec.open(str(path), "rb") as f:
+        data = f.read()
+    try:
+        if str(path).endswith(".safetensors"):
+            from safetensors.torch import load
+
+            return load(data)
+        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - safetensors and unpickling raise their own types for a bad file
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(path, f"unreadable weights (tensors and plain values only, nothing else is "
+                              f"unpickled): {first}") from None

@@ -1,5 +1,7 @@
-"""Pictures of segmentations: class-colour overlays, error maps, image|prediction|truth|error
-panels stacked into galleries, saved as PNG (atomically, local paths or fsspec URIs).
+"""Pictures of segmentations, and the palettes they use: class-colour overlays, error maps,
+image|prediction|truth|error panels stacked into galleries, instances of prediction rows drawn per
+team / track (`draw_instances`, the frames of `playerseg render`), saved as PNG (atomically, local
+paths or fsspec URIs).
 
 All images are HxWx3 uint8 RGB; class maps are HxW task class ids (IGNORE_INDEX = unlabelled).
 
@@ -23,6 +25,11 @@ CYCLE = [(160, 60, 220), (60, 200, 80), (240, 200, 40), (220, 90, 160), (90, 120
 IGNORE_COLOUR = (128, 128, 128)
 ERROR_COLOURS = {"correct": (40, 190, 60), "false_positive": (235, 40, 40), "missed": (40, 90, 255),
                  "confused": (250, 220, 30), "ignore": IGNORE_COLOUR}
+# instances (`draw_instances`): players per team, else per track / instance; LED boards one tint
+TEAM_COLOURS = {0: (230, 57, 70), 1: (69, 123, 237), 2: (255, 209, 102), 3: (6, 214, 160)}  # RGB
+INSTANCE_COLOURS = [(230, 57, 70), (69, 123, 237), (255, 209, 102), (6, 214, 160), (155, 93, 229),
+                    (241, 91, 181), (0, 187, 249), (254, 228, 64), (0, 245, 212), (255, 127, 80)]
+LED_TINT = (255, 0, 255)
 
 
 def class_colours(classes: TaskClasses) -> np.ndarray:
@@ -73,6 +80,50 @@ def error_map(image: np.ndarray, pred: np.ndarray, target: np.ndarray, alpha: fl
     }
     for kind, where in kinds.items():
         blend(out, where, np.array(ERROR_COLOURS[kind], dtype=np.float32), alpha)
+    return out
+
+
+def instance_colour(inst: dict, color_by: str) -> tuple[int, int, int]:
+    team = inst.get("team")
+    if color_by == "team" and team is not None and team >= 0:
+        return TEAM_COLOURS.get(int(team), INSTANCE_COLOURS[int(team) % len(INSTANCE_COLOURS)])
+    track = inst.get("track_id")
+    if track is not None and track >= 0:  # one colour along the track, whatever the frame's instance id
+        return INSTANCE_COLOURS[int(track) % len(INSTANCE_COLOURS)]
+    return INSTANCE_COLOURS[int(inst.get("instance_id") or 0) % len(INSTANCE_COLOURS)]
+
+
+def draw_instances(image: np.ndarray, instances: list[dict], color_by: str = "team", labels: bool = False,
+                   alpha: float = 0.45, track_ids: bool = True) -> np.ndarray:
+    """RGB image with instances (prediction rows) drawn: players filled + outlined, boards tinted."""
+    from playerseg.metrics import rle
+    from playerseg.video.schema import prediction_rle
+
+    out = image.copy()
+    h, w = out.shape[:2]
+    for inst in sorted(instances, key=lambda r: r.get("class") != "led_board"):  # boards under players
+        mask = rle.decode(prediction_rle(inst))
+        if mask.shape != (h, w):
+            mask = cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+        board = inst.get("class") == "led_board"
+        colour = LED_TINT if board else instance_colour(inst, color_by)
+        a = alpha * 0.7 if board else alpha
+        blend(out, mask, colour, a)
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(out, contours, -1, colour, 1 if board else 2, cv2.LINE_AA)
+        track = inst.get("track_id")
+        track = f"#{track}" if track is not None and track >= 0 and (track_ids or labels) else ""
+        if (labels or track) and contours:
+            x, y, _, _ = cv2.boundingRect(np.concatenate(contours))
+            text = track
+            if labels:
+                text = str(inst.get("class", ""))[:6]
+                if inst.get("instance_id") is not None:
+                    text += f" {inst['instance_id']}"
+                if inst.get("score") is not None:
+                    text += f" {inst['score']:.2f}"
+                text += f" {track}" if track else ""
+            cv2.putText(out, text, (x, max(10, y - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, cv2.LINE_AA)
     return out
 
 

@@ -69,7 +69,7 @@ class ResourcesConfig:
 
 
 @dataclass
-class SamConfig:
+class SamRefineConfig:  # SAM refinement of inference instances (not `sam.train.SamConfig`)
     checkpoint: str = ""  # SAM weights (path or URI); "" = no SAM refinement
     model_type: str = "vit_b"
     classes: list[str] = field(default_factory=lambda: ["player"])  # instances refined by SAM
@@ -94,7 +94,7 @@ class InferConfig:
     device: str = ""  # "" = cuda when the actor has a GPU, else cpu
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
-    sam: SamConfig = field(default_factory=SamConfig)
+    sam: SamRefineConfig = field(default_factory=SamRefineConfig)
     tracking: TrackConfig = field(default_factory=TrackConfig)  # track_id / shot_id after the model pass
 
 
@@ -158,9 +158,11 @@ class Predictor:
                  postprocess_cfg: dict | None = None, keep_image: bool = False, runtime: str = "auto"):
         import torch
 
+        from playerseg.models.segmenter import Segmenter
+
         torch.set_num_threads(max(1, threads))
-        self.segmenter = load_segmenter(model, device or None, model_resolution=True, runtime=runtime,
-                                        threads=max(1, threads))
+        self.segmenter = Segmenter.load(model, device or None, runtime=runtime, threads=max(1, threads),
+                                        model_resolution=True)
         self.classes = self.segmenter.classes
         self.tta = tta
         self.keep_image = keep_image  # SAM refinement downstream needs the frame
@@ -207,7 +209,7 @@ class SamPostprocessor:
 
         self.classes = TaskClasses(tuple(class_names))
         self.post = dataclasses.replace(PostprocessConfig(), **cfg)
-        self.refiner = SamInstanceRefiner(SamConfig(**sam), self.classes)
+        self.refiner = SamInstanceRefiner(SamRefineConfig(**sam), self.classes)
 
     def __call__(self, batch: dict) -> dict:
         return _columns([
@@ -216,17 +218,7 @@ class SamPostprocessor:
             for r in _rows(batch)])
 
 
-# ---- model loading ------------------------------------------------------------------------
-def load_segmenter(model: str, device: str | None = None, model_resolution: bool = False, runtime: str | None = None,
-                   threads: int = 0):
-    """The job's model: `Segmenter.load` (every model kind and runtime; torch imported only here)."""
-    from playerseg.models.segmenter import Segmenter
-
-    if not model:
-        raise ValueError("no model given: pass --model <model, checkpoint or run folder, .onnx or .pt2 file>")
-    return Segmenter.load(model, device, runtime=runtime, threads=threads, model_resolution=model_resolution)
-
-
+# ---- the model on the driver -------------------------------------------------------------
 def model_info(model: str, target_height: int = -1) -> tuple[TaskClasses, dict]:
     """(classes, preprocessing as a dict) of a model, read on the driver (CPU); `target_height` >= 0
     replaces the model's resolution policy (0: its `scale` factor). Loaded once per content of the
@@ -239,7 +231,9 @@ def model_info(model: str, target_height: int = -1) -> tuple[TaskClasses, dict]:
 
 @functools.lru_cache(maxsize=4)
 def _model_info(model: str, target_height: int, sha256: str) -> tuple[TaskClasses, dict]:
-    seg = load_segmenter(model, "cpu")
+    from playerseg.models.segmenter import Segmenter
+
+    seg = Segmenter.load(model, "cpu")
     pre = seg.preprocess if target_height < 0 else dataclasses.replace(seg.preprocess, target_height=target_height)
     return seg.classes, dataclasses.asdict(pre)
 

@@ -1,8 +1,9 @@
 """Optional SAM refinement of post-processed instances: each instance's box prompts SAM on the
 frame (model resolution), SAM's mask replaces the instance mask (`playerseg.sam.refine`).
 
-`SamConfig.checkpoint` is a playerseg SAM training checkpoint (`sam_trained.pt`), official SAM
-weights for `model_type`, or "untrained" (tests only: the deterministic random `tiny_untrained`).
+`SamRefineConfig.checkpoint` (`infer.pipeline`) is a playerseg SAM training checkpoint
+(`sam_trained.pt`), official SAM weights for `model_type`, or "untrained" (tests only: the
+deterministic random `tiny_untrained`).
 The instance keeps the segmentation model's score; an empty SAM mask keeps the original mask.
 """
 from __future__ import annotations

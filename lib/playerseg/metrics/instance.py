@@ -1,4 +1,5 @@
-"""Instance metrics: COCO mask / box AP with pycocotools, mask IoU, semantic map -> instances.
+"""Instance metrics: COCO mask / box AP with pycocotools, semantic map -> instances (mask IoU of
+RLEs: `pycocotools.mask.iou`).
 
 Category ids are task class ids (`TaskClasses`, background excluded), named by task class name, so
 ground truth from any reader and detections from any model agree without a lookup table.
@@ -31,38 +32,6 @@ from playerseg.data.sample import Instance, Sample
 from playerseg.metrics import rle as rle_utils
 
 IOU_TYPES = ("segm", "bbox")
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """N x M IoU of masks `a` (NxHxW bool) against `b` (MxHxW bool); 0 where both are empty.
-
-    Only pairs whose bounding boxes overlap are intersected, on the overlap window.
-    """
-    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
-    if a.ndim != 3 or b.ndim != 3 or a.shape[1:] != b.shape[1:]:
-        raise ValueError(f"expected NxHxW and MxHxW masks of one size, got {a.shape} and {b.shape}")
-    area_a = a.reshape(len(a), -1).sum(1)
-    area_b = b.reshape(len(b), -1).sum(1)
-    box_a, box_b = _boxes(a), _boxes(b)
-    out = np.zeros((len(a), len(b)), dtype=np.float64)
-    for i in range(len(a)):
-        for j in range(len(b)):
-            x0, y0 = max(box_a[i, 0], box_b[j, 0]), max(box_a[i, 1], box_b[j, 1])
-            x1, y1 = min(box_a[i, 2], box_b[j, 2]), min(box_a[i, 3], box_b[j, 3])
-            inter = np.count_nonzero(a[i, y0:y1, x0:x1] & b[j, y0:y1, x0:x1]) if x1 > x0 and y1 > y0 else 0
-            union = area_a[i] + area_b[j] - inter
-            out[i, j] = inter / union if union else 0.0
-    return out
-
-
-def _boxes(masks: np.ndarray) -> np.ndarray:
-    """N x 4 int (x0, y0, x1, y1), exclusive end; (0, 0, 0, 0) for an empty mask."""
-    out = np.zeros((len(masks), 4), dtype=np.int64)
-    for i, m in enumerate(masks):
-        ys, xs = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
-        if ys.size:
-            out[i] = (xs[0], ys[0], xs[-1] + 1, ys[-1] + 1)
-    return out
 
 
 def components(class_map: np.ndarray, class_id: int, min_area: int = 16, connectivity: int = 8):

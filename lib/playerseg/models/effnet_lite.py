@@ -116,7 +116,9 @@ def map_key(key: str, stages: tuple[int, ...]) -> str:
 
 def timm_state_dict(variant: str = "lite0", path: str | None = None) -> dict[str, torch.Tensor]:
     """The package's weights of `variant` under timm `efficientnet_liteN` key names (head included)."""
-    source = torch.load(path or weights_path(variant), map_location="cpu", weights_only=True)
+    from playerseg.io import read_weights
+
+    source = read_weights(path or weights_path(variant))
     stages = stage_blocks(variant)
     blocks = {int(m.group(1)) for m in map(_BLOCK_KEY.match, source) if m}
     if blocks != set(range(sum(stages))):

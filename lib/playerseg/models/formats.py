@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import json
 import os
-from pathlib import Path
 
 FORMATS = ("safetensors", "onnx", "pt2", "torchscript")  # of an export (safetensors: a model folder)
 META_KEY = "model.json"  # ONNX metadata_props key / .pt2 extra file: the model folder's model.json
@@ -67,14 +66,12 @@ def _exported(model, pad_multiple: int, example_hw):
 
 
 def _replace_into(path: str | os.PathLike, write) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".tmp-{os.getpid()}-{path.name}"  # the suffix stays: torch.export.save checks it
-    try:
-        write(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """`write(tmp)`, then renamed onto `path` (`io.atomic_path`; the name's suffix stays:
+    torch.export.save checks it)."""
+    from playerseg.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        write(tmp)
 
 
 def write_onnx(model, path: str | os.PathLike, meta: dict, spec: dict | None = None,

@@ -62,17 +62,9 @@ def normalisation(cfg: ModelConfig) -> tuple[tuple[float, ...], tuple[float, ...
 
 
 def _load_state(path: str) -> dict[str, torch.Tensor]:
-    import fsspec
+    from playerseg.io import read_weights
 
-    with fsspec.open(path, "rb") as f:
-        data = f.read()
-    if str(path).endswith(".safetensors"):
-        from safetensors.torch import load as load_safetensors
-
-        return load_safetensors(data)
-    import io
-
-    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    state = read_weights(path)
     return state.get("state_dict", state) if isinstance(state, dict) else state
 
 

@@ -41,6 +41,7 @@ from torch import nn
 from playerseg.classes import TaskClasses
 from playerseg.config import from_dict
 from playerseg.data.errors import DataError
+from playerseg.io import read_weights
 from playerseg.models.preprocess import Preprocess
 from playerseg.models.registry import ModelConfig, build_model
 
@@ -150,13 +151,8 @@ class Segmenter:
         model_cfg.encoder_weights = ""  # the weights below replace any initialisation
         model = build_model(model_cfg)
         if (root / WEIGHTS_FILE).is_file():
-            from safetensors.torch import load_file
-
             weights = root / WEIGHTS_FILE
-            try:
-                state = load_file(str(weights))
-            except Exception as e:  # safetensors raises its own error types for a damaged file
-                raise DataError(weights, f"unreadable weights: {e}") from None
+            state = read_weights(weights)
         elif (root / CHECKPOINT_FILE).is_file():
             weights = root / CHECKPOINT_FILE
             state = load_checkpoint(weights)["model"]
@@ -251,16 +247,9 @@ _FILE_KINDS = {"onnx": ".onnx", "pt2": ".pt2", "torchscript": (".ts", ".torchscr
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
-    """A training checkpoint's dict, tensors and plain values only (`weights_only=True`): a file from
-    outside can never run code while it is read. ValueError naming the file when it is not one."""
-    import pickle
-
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{path}: not a playerseg checkpoint of tensors and plain values "
-                         f"(refused to unpickle anything else): {first}") from None
+    """A training checkpoint's dict (`checkpoint.pt`: "model", optimizer, ... states), read by
+    `io.read_weights`: tensors and plain values only, DataError naming the file otherwise."""
+    return read_weights(path, map_location)
 
 
 def _meta_parts(meta: dict) -> tuple[TaskClasses, Preprocess, tuple]:

@@ -13,14 +13,15 @@ every process; a checkpoint that does not fit raises `SamCheckpointError` naming
 """
 from __future__ import annotations
 
-import io
 import logging
 from functools import partial
 
-import fsspec
 import torch
 from segment_anything import sam_model_registry
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+from playerseg.data.errors import DataError
+from playerseg.io import read_weights
 
 log = logging.getLogger(__name__)
 
@@ -64,20 +65,13 @@ _PATCH_KEY = "image_encoder.patch_embed.proj.weight"
 
 def read_state(path: str, model_type: str = "") -> dict:
     """A torch state dict (or our own checkpoint dict) from a local path or fsspec URI."""
+    what = f"SAM {model_type!r} checkpoint" if model_type else "SAM checkpoint"
     try:
-        with fsspec.open(str(path), "rb") as f:
-            data = f.read()
+        return read_weights(path)
     except FileNotFoundError:
-        what = f"SAM {model_type!r} checkpoint" if model_type else "SAM checkpoint"
         raise SamCheckpointError(f"{path}: {what} not found (nothing is downloaded: bring the file)") from None
-    if str(path).endswith(".safetensors"):
-        from safetensors.torch import load as load_safetensors
-
-        return load_safetensors(data)
-    try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling problem is a bad file
-        raise SamCheckpointError(f"{path}: not a readable torch checkpoint for SAM {model_type!r}: {e}") from None
+    except DataError as e:
+        raise SamCheckpointError(f"{path}: not a readable {what}: {e.problem}") from None
 
 
 def guess_model_type(state: dict) -> str | None:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import io
 
-import fsspec
 import torch
 from segment_anything.modeling import Sam
 
-from playerseg.io import write_bytes_atomic
+from playerseg.data.errors import DataError
+from playerseg.io import read_weights, write_bytes_atomic
 from playerseg.sam.build import SamCheckpointError, build_sam, check_fits
 
 FORMAT = "playerseg-sam/1"
@@ -43,14 +43,11 @@ def save_trained(path: str, sam: Sam, trained: list[str], *, model_type: str, ba
 def load_trained(path: str) -> dict:
     """The checkpoint dict at `path` (local or fsspec); SamCheckpointError when it is not one."""
     try:
-        with fsspec.open(str(path), "rb") as f:
-            data = f.read()
+        state = read_weights(path)
     except FileNotFoundError:
         raise SamCheckpointError(f"{path}: SAM training checkpoint not found") from None
-    try:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)  # never runs code
-    except Exception as e:  # noqa: BLE001 - unreadable file
-        raise SamCheckpointError(f"{path}: not a readable SAM training checkpoint: {e}") from None
+    except DataError as e:
+        raise SamCheckpointError(f"{path}: not a readable SAM training checkpoint: {e.problem}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise SamCheckpointError(f"{path}: not a playerseg SAM training checkpoint (format {FORMAT!r}); "
                                  "for official SAM weights use build_sam(model_type, path)")

@@ -15,10 +15,10 @@ x.onnx`). The folder is written beside and renamed into place: never half writte
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
+from playerseg.io import atomic_dir
 from playerseg.models import formats as fmt
 from playerseg.models.segmenter import META_FILE, WEIGHTS_FILE, Segmenter
 
@@ -49,32 +49,25 @@ def export_model(source: str, out_dir: str, formats=("safetensors", "torchscript
     """Export the model at `source` (checkpoint, best or model folder) to `out_dir`; returns file names."""
     _check(formats)
     model, meta, spec, example_hw = _source(source, extra_meta, example_hw)
-    out = Path(out_dir)
-    tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     meta["weights_dtype"] = "float16" if half else "float32"
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
-    (tmp / "preprocess.json").write_text(json.dumps(spec, indent=2) + "\n")
-    if "safetensors" in formats:
-        from safetensors.torch import save_file
+    with atomic_dir(out_dir) as tmp:
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        (tmp / "preprocess.json").write_text(json.dumps(spec, indent=2) + "\n")
+        if "safetensors" in formats:
+            from safetensors.torch import save_file
 
-        state = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": meta.get("format", "")})
-    if "torchscript" in formats:
-        fmt.write_torchscript(model, tmp / FILES["torchscript"], example_hw)
-    for name, write in _WRITERS.items():
-        if name in formats:  # the graph runs fp32, whatever the safetensors' dtype
-            write(model, tmp / FILES[name], {**meta, "weights_dtype": "float32"}, spec)
-    old = out.parent / f".old-{out.name}-{os.getpid()}"
-    if out.exists():
-        for card in out.glob("*.md"):  # a model card written by hand stays with the folder it describes
+            state = {k: (v.half() if half and v.is_floating_point() else v).contiguous()
+                     for k, v in model.state_dict().items()}
+            save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": meta.get("format", "")})
+        if "torchscript" in formats:
+            fmt.write_torchscript(model, tmp / FILES["torchscript"], example_hw)
+        for name, write in _WRITERS.items():
+            if name in formats:  # the graph runs fp32, whatever the safetensors' dtype
+                write(model, tmp / FILES[name], {**meta, "weights_dtype": "float32"}, spec)
+        for card in Path(out_dir).glob("*.md"):  # a model card written by hand stays with its folder
             if not (tmp / card.name).exists():
                 shutil.copy2(card, tmp / card.name)
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
-    return sorted(p.name for p in out.iterdir())
+    return sorted(p.name for p in Path(out_dir).iterdir())
 
 
 def export_file(source: str, out_file: str, format: str, extra_meta: dict | None = None) -> str:

@@ -31,6 +31,7 @@ from playerseg.config import from_dict
 from playerseg.data.errors import Failures
 from playerseg.data.registry import build_reader
 from playerseg.losses import PartialLabelLoss
+from playerseg.metrics.semantic import REFERENCE_HEIGHT
 from playerseg.metrics.sources import SourceMeter
 from playerseg.models.registry import build_model, normalisation
 from playerseg.models.segmenter import CHECKPOINT_FILE, META_FILE, Preprocess, load_checkpoint, model_meta
@@ -38,8 +39,6 @@ from playerseg.optim import SWA, build_optimizer, build_scheduler
 from playerseg.train.config import RunOptions, TrainConfig
 from playerseg.train.dataset import CropDataset, FrameStore, box_lists
 from playerseg.train.tracking import Tracker
-
-REFERENCE_HEIGHT = 1080
 
 
 def preprocess_of(cfg: TrainConfig) -> Preprocess:

@@ -2,7 +2,7 @@
 units, `read_unit(unit)` yields a unit's frames; extract, infer, render and cluster call them.
 
 A unit is a run of frames decoded by one task and written as one part (so it is also the unit of
-resume, `playerseg.ledger`). Three kinds, a reader each (`READERS`):
+resume, `playerseg.ledger`). Three kinds, a reader each (`UNIT_READERS`):
 - "video": a segment of a video file (`playerseg.video.segments`: probed, cut at keyframes, exact
   indices);
 - "frames": a run of image files of a frame folder (frame_index = the trailing number of the file
@@ -50,7 +50,7 @@ DEFAULT_FPS = 25.0
 
 @dataclass
 class Unit:
-    kind: str  # a key of READERS
+    kind: str  # a key of UNIT_READERS
     group: str  # the input's id: output folder and video_id (the Parquet file's id for Parquet input)
     name: str  # unique within the group, e.g. "000000-000300"
     num_frames: int  # frames the reader yields for the unit (bad ones included, as error frames)
@@ -172,7 +172,7 @@ def _read_parquet(unit: Unit, threads: int = 1) -> Iterator[Frame]:
             yield Frame(row["video_id"], int(row["frame_index"]), float(row["pts_seconds"] or 0.0), None, error=str(e))
 
 
-READERS: dict[str, Callable[..., Iterator[Frame]]] = {
+UNIT_READERS: dict[str, Callable[..., Iterator[Frame]]] = {
     "video": _read_video,
     "frames": _read_frames,
     "parquet": _read_parquet,
@@ -181,9 +181,9 @@ READERS: dict[str, Callable[..., Iterator[Frame]]] = {
 
 def read_unit(unit: Unit, threads: int = 1) -> Iterator[Frame]:
     """The unit's frames in order; a frame that could not be read has `error` set (no image)."""
-    if unit.kind not in READERS:
-        raise ValueError(f"unknown unit kind {unit.kind!r}; kinds are {sorted(READERS)}")
-    yield from READERS[unit.kind](unit, threads)
+    if unit.kind not in UNIT_READERS:
+        raise ValueError(f"unknown unit kind {unit.kind!r}; kinds are {sorted(UNIT_READERS)}")
+    yield from UNIT_READERS[unit.kind](unit, threads)
 
 
 # ---- planning -------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator, Literal
 
 import cv2
@@ -32,17 +32,10 @@ import numpy as np
 from playerseg import config as cfgmod
 from playerseg.data.errors import DataError
 from playerseg.io import exists, read_json
-from playerseg.metrics import rle
 from playerseg.video.frames import Unit, plan_units, read_unit
-from playerseg.video.schema import prediction_rle
-from playerseg.viz import blend, label
+from playerseg.viz import draw_instances, label
 
 log = logging.getLogger(__name__)
-
-TEAM_COLOURS = {0: (230, 57, 70), 1: (69, 123, 237), 2: (255, 209, 102), 3: (6, 214, 160)}  # RGB
-INSTANCE_COLOURS = [(230, 57, 70), (69, 123, 237), (255, 209, 102), (6, 214, 160), (155, 93, 229),
-                    (241, 91, 181), (0, 187, 249), (254, 228, 64), (0, 245, 212), (255, 127, 80)]
-LED_TINT = (255, 0, 255)
 
 
 @dataclass
@@ -70,47 +63,6 @@ class RenderConfig:
 
 
 # ----------------------------------------------------------------------------- drawing
-def instance_colour(inst: dict, color_by: str) -> tuple[int, int, int]:
-    team = inst.get("team")
-    if color_by == "team" and team is not None and team >= 0:
-        return TEAM_COLOURS.get(int(team), INSTANCE_COLOURS[int(team) % len(INSTANCE_COLOURS)])
-    track = inst.get("track_id")
-    if track is not None and track >= 0:  # one colour along the track, whatever the frame's instance id
-        return INSTANCE_COLOURS[int(track) % len(INSTANCE_COLOURS)]
-    return INSTANCE_COLOURS[int(inst.get("instance_id") or 0) % len(INSTANCE_COLOURS)]
-
-
-def draw_instances(image: np.ndarray, instances: list[dict], color_by: str = "team", labels: bool = False,
-                   alpha: float = 0.45, track_ids: bool = True) -> np.ndarray:
-    """RGB image with instances (prediction rows) drawn: players filled + outlined, boards tinted."""
-    out = image.copy()
-    h, w = out.shape[:2]
-    for inst in sorted(instances, key=lambda r: r.get("class") != "led_board"):  # boards under players
-        mask = rle.decode(prediction_rle(inst))
-        if mask.shape != (h, w):
-            mask = cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
-        board = inst.get("class") == "led_board"
-        colour = LED_TINT if board else instance_colour(inst, color_by)
-        a = alpha * 0.7 if board else alpha
-        blend(out, mask, colour, a)
-        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(out, contours, -1, colour, 1 if board else 2, cv2.LINE_AA)
-        track = inst.get("track_id")
-        track = f"#{track}" if track is not None and track >= 0 and (track_ids or labels) else ""
-        if (labels or track) and contours:
-            x, y, _, _ = cv2.boundingRect(np.concatenate(contours))
-            text = track
-            if labels:
-                text = str(inst.get("class", ""))[:6]
-                if inst.get("instance_id") is not None:
-                    text += f" {inst['instance_id']}"
-                if inst.get("score") is not None:
-                    text += f" {inst['score']:.2f}"
-                text += f" {track}" if track else ""
-            cv2.putText(out, text, (x, max(10, y - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, cv2.LINE_AA)
-    return out
-
-
 def compose(frame: np.ndarray, pred: list[dict] | None, gt: list[dict] | None, cfg: RenderConfig) -> np.ndarray:
     """The output picture of one frame: overlay, or frame | prediction [| ground truth]."""
     drawn = draw_instances(frame, pred or [], cfg.color_by, cfg.labels, cfg.alpha, cfg.track_ids)

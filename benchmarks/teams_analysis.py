@@ -1,4 +1,5 @@
-"""Real-data measurement of the players-of-interest ideas on a labelled set (the Acme frames):
+"""Real-data measurement of the players-of-interest ideas on a labelled set (the Acme frames), the
+measurement behind `bench_teams.py` (benchmark code, not part of the package):
 
 1. team assignment: encoder embedding vs colour-histogram baseline, accuracy under the best team
    permutation, per frame and overall, on outfield players only and on everyone (OTHER included);
@@ -190,9 +191,6 @@ def led_split(records: list[FrameRecord], meter=None) -> dict | None:
     return out
 
 
-TEAM_RGB = {0: (230, 57, 70), 1: (69, 123, 237), OTHER: (255, 209, 102)}  # as `playerseg render` colours
-
-
 def gallery(result: dict, records: list[FrameRecord], cfg: AnalysisConfig, path: str, count: int = 6,
             tile_width: int = 640) -> str:
     """PNG of the `count` frames where the colour baseline does worst (global clustering): per row
@@ -202,7 +200,7 @@ def gallery(result: dict, records: list[FrameRecord], cfg: AnalysisConfig, path:
     import cv2
 
     from playerseg.data.acme import AcmeReader
-    from playerseg.viz import grid, label, resize_width, save_png
+    from playerseg.viz import TEAM_COLOURS, grid, label, resize_width, save_png
 
     reader = AcmeReader(cfg.root or default_root())
     teams = result["teams"]
@@ -217,7 +215,7 @@ def gallery(result: dict, records: list[FrameRecord], cfg: AnalysisConfig, path:
             tile = resize_width(image, tile_width).copy()
             for box, pred, truth, fl in zip(rec.boxes, teams[method]["global_pred"][i], rec.truth, rec.flags):
                 x0, y0, x1, y1 = (int(round(v * scale)) for v in box)
-                cv2.rectangle(tile, (x0, y0), (x1 - 1, y1 - 1), TEAM_RGB[int(pred)], 3 if pred == truth else 1)
+                cv2.rectangle(tile, (x0, y0), (x1 - 1, y1 - 1), TEAM_COLOURS[int(pred)], 3 if pred == truth else 1)
                 if fl["led"]:
                     cv2.rectangle(tile, (x0, y0), (x0 + 7, y0 + 7), (255, 0, 255), -1)
             row = teams[method]["frames"][i]
