@@ -253,11 +253,30 @@ def test_extract_keeps_dot_names_inside_and_writes_nothing_of_a_truncated_video(
         run_extract(ExtractConfig(inputs=[str(videos)], out=str(out), every=2))
 
 
+def test_map_items_names_a_failing_item_and_completes_the_others(ray_local):
+    from playerseg.ray_cluster import map_items
+
+    def halve(item, offset):
+        if item["n"] == 3:
+            raise DataError(item["file"], "cannot decode")
+        if item["n"] == 5:
+            raise KeyError("not a user error")
+        return {"half": item["n"] / 2 + offset}
+
+    items = [{"n": n, "file": f"f{n}.mp4"} for n in range(6)]
+    done, failures = map_items(items, halve, name=lambda i: i["file"], num_cpus=0.5, fn_kwargs={"offset": 10},
+                               errors=(DataError, KeyError))
+    assert done == [(i, {"half": i["n"] / 2 + 10}) for i in items if i["n"] not in (3, 5)]  # in item order
+    assert failures.items == [("f3.mp4", "cannot decode"), ("f5.mp4", "KeyError: 'not a user error'")]
+    with pytest.raises(Exception, match="not a user error"):  # an error not among `errors` stops the batch
+        map_items(items, halve, num_cpus=0.5, fn_kwargs={"offset": 0}, errors=(DataError,))
+
+
 def test_embedded_ray_listens_on_loopback_only(tmp_path):
     """`playerseg` with its own local Ray: Ray's node address, and so its metrics exporters, agents
     and services, are 127.0.0.1 (a fresh process: the setting is read when ray is imported)."""
     code = ("import sys; from playerseg.cli import local_ray_on_loopback; local_ray_on_loopback([]); "
-            "from playerseg.video.source import init_ray; init_ray(); import ray; "
+            "from playerseg.ray_cluster import init_ray; init_ray(); import ray; "
             "print('NODE', ray.util.get_node_ip_address()); ray.shutdown()")
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)

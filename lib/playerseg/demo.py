@@ -102,7 +102,7 @@ def run(args) -> int:
     from playerseg.infer.pipeline import run_inference
     from playerseg.video.frames import video_ids
     from playerseg.video.render import RenderConfig, run_render
-    from playerseg.video.source import init_ray
+    from playerseg.ray_cluster import init_ray
 
     t0 = time.time()
     if not args.whole and args.seconds <= 0:

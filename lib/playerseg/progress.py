@@ -8,7 +8,7 @@
 - Elsewhere (CI, `ray job logs`, a pipe) one line every PLAYERSEG_PROGRESS_SECONDS (default 10)
   seconds, and one when the stage ends:
       infer: 674/1348 frames (50%), 15.2 frames/s, ETA 44 s
-- `quiet_ray()` (called by `playerseg.video.source.init_ray`) turns Ray Data's own progress bars
+- `quiet_ray()` (called by `playerseg.ray_cluster.init_ray`) turns Ray Data's own progress bars
   and resource dumps off (`DataContext.enable_progress_bars`, `print_on_execution_start`), keeps
   Ray's INFO/WARNING records off the console (the "ray.data" logger still writes them to the
   session's `logs/ray-data/ray-data.log`; the driver's "ray" records go to

@@ -97,7 +97,7 @@ def print_summary(summary: dict) -> None:
 
 def run(args) -> int:
     from playerseg.infer.pipeline import run_inference
-    from playerseg.video.source import init_ray
+    from playerseg.ray_cluster import init_ray
 
     cfg = config_from_args(args)
     check_config(cfg)

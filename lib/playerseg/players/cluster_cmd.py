@@ -285,7 +285,7 @@ def cluster(cfg: ClusterConfig) -> dict:
     from playerseg.video.frames import plan_units
     from playerseg.io import exists, write_json_atomic
     from playerseg.progress import Progress
-    from playerseg.video.source import init_ray
+    from playerseg.ray_cluster import init_ray, map_items
 
     if cfg.embed.method not in ("colour", "encoder", "sam"):
         raise ValueError(f"embed.method must be 'colour', 'encoder' or 'sam', got {cfg.embed.method!r}")
@@ -334,16 +334,10 @@ def cluster(cfg: ClusterConfig) -> dict:
         summary["already_written"] += len(ps) - len(todo)
         if todo:
             init_ray(cfg.address)
-            ds = ray.data.from_items([{"part": p} for p in todo]).map(
-                _write_task, fn_kwargs={"cfg_json": json.dumps(cfgmod.to_dict(cfg)), "fp": fp, "state": state},
-                num_cpus=0.25)
-            with Progress(f"cluster: write {g}", total=len(todo), unit="part") as bar:
-                for row in ds.iter_rows():
-                    bar.update(1)
-                    if row["error"]:
-                        failures.add(row["part"], RuntimeError(row["error"]))
-                    else:
-                        written += 1
+            done, failed = map_items(todo, _write_task, what=f"cluster: write {g}", unit="part", num_cpus=0.25,
+                                     fn_kwargs={"cfg_json": json.dumps(cfgmod.to_dict(cfg)), "fp": fp, "state": state})
+            written += len(done)
+            failures.items += failed.items
         summary["videos"][g] = {"fitted_on": state.get("fitted_on", 0), "parts": len(ps)}
     summary.update({"written": written, "failed": len(failures), "failures": failures.summary() if failures else "",
                     "seconds": round(time.time() - start, 2)})
@@ -351,13 +345,8 @@ def cluster(cfg: ClusterConfig) -> dict:
     return summary
 
 
-def _write_task(row: dict, cfg_json: str, fp: str, state: dict) -> dict:
-    cfg = cfgmod.from_dict(ClusterConfig, json.loads(cfg_json))
-    try:
-        write_part(row["part"], cfg, fp, state)
-        return {"part": row["part"], "error": ""}
-    except (DataError, OSError, ValueError) as e:
-        return {"part": row["part"], "error": str(e)}
+def _write_task(part: str, cfg_json: str, fp: str, state: dict) -> None:
+    write_part(part, cfgmod.from_dict(ClusterConfig, json.loads(cfg_json)), fp, state)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

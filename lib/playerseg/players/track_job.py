@@ -105,44 +105,35 @@ def track_unit(unit: Unit, ledger: Ledger, cfg: TrackConfig, prev: list | None =
     return track_segment(indices, detections, starts, (sigs[0], sigs[-1]), _fps(pts), cfg, overlap)
 
 
-def _track_task(row: dict, ledger: Ledger, cfg_json: str, fp: str) -> dict:
+def _track_task(item: dict, ledger: Ledger, cfg_json: str, fp: str) -> None:
     from playerseg.io import write_json_atomic
 
-    unit = Unit.from_json(row["unit"])
-    prev = [Unit.from_json(u) for u in json.loads(row["prev"])]
-    try:
-        cfg = cfgmod.from_dict(TrackConfig, json.loads(cfg_json))
-        seg = track_unit(unit, ledger, cfg, prev)
-        write_json_atomic(cache_path(ledger, fp, unit), {"prev": [u.name for u in prev], "tracks": seg.to_dict()})
-        return {"unit": row["unit"], "error": ""}
-    except Exception as e:  # one bad unit is reported, the others go on
-        return {"unit": row["unit"], "error": f"tracking {unit.key}: {type(e).__name__}: {e}"}
+    unit = Unit.from_json(item["unit"])
+    prev = [Unit.from_json(u) for u in json.loads(item["prev"])]
+    seg = track_unit(unit, ledger, cfgmod.from_dict(TrackConfig, json.loads(cfg_json)), prev)
+    write_json_atomic(cache_path(ledger, fp, unit), {"prev": [u.name for u in prev], "tracks": seg.to_dict()})
 
 
-def _write_task(row: dict, ledger: Ledger) -> dict:
+def _write_task(item: dict, ledger: Ledger) -> None:
     """Rewrite one unit's parts with its ids (frames first: the predictions part's stamp marks it done)."""
     import pyarrow as pa
 
     from playerseg.infer.writer import part_paths
     from playerseg.players.parts import read_part, write_table
 
-    unit = Unit.from_json(row["unit"])
-    try:
-        ids = json.loads(row["ids"])
-        paths = part_paths(ledger, unit)
-        meta = {META_KEY: row["stamp"].encode()}
-        shots = {int(f): s for f, s in ids["shots"]}
-        frames = read_part(paths["frames"])
-        col = pa.array([shots.get(int(f), -1) for f in frames.column("frame_index").to_pylist()], pa.int32())
-        write_table(paths["frames"], _with_column(frames, "shot_id", col), meta)
-        tracks = {(int(f), int(i)): t for f, i, t in ids["tracks"]}
-        preds = read_part(paths["predictions"])
-        keys = zip(preds.column("frame_index").to_pylist(), preds.column("instance_id").to_pylist())
-        col = pa.array([tracks.get((int(f), int(i)), NO_TRACK) for f, i in keys], pa.int32())
-        write_table(paths["predictions"], _with_column(preds, "track_id", col), meta)
-        return {"unit": row["unit"], "error": ""}
-    except Exception as e:
-        return {"unit": row["unit"], "error": f"writing tracks of {unit.key}: {type(e).__name__}: {e}"}
+    unit = Unit.from_json(item["unit"])
+    ids = json.loads(item["ids"])
+    paths = part_paths(ledger, unit)
+    meta = {META_KEY: item["stamp"].encode()}
+    shots = {int(f): s for f, s in ids["shots"]}
+    frames = read_part(paths["frames"])
+    col = pa.array([shots.get(int(f), -1) for f in frames.column("frame_index").to_pylist()], pa.int32())
+    write_table(paths["frames"], _with_column(frames, "shot_id", col), meta)
+    tracks = {(int(f), int(i)): t for f, i, t in ids["tracks"]}
+    preds = read_part(paths["predictions"])
+    keys = zip(preds.column("frame_index").to_pylist(), preds.column("instance_id").to_pylist())
+    col = pa.array([tracks.get((int(f), int(i)), NO_TRACK) for f, i in keys], pa.int32())
+    write_table(paths["predictions"], _with_column(preds, "track_id", col), meta)
 
 
 def _with_column(table, name: str, col):
@@ -157,23 +148,15 @@ def _stamp_of(part: str) -> str | None:
     return part_stamp(part, META_KEY)
 
 
-def _run(items: list[dict], fn, fn_kwargs: dict, what: str, failures: Failures) -> set[str]:
-    """Ray Data map of `fn` over `items`; returns the units whose task failed (named in `failures`)."""
-    import ray
+def _run(items: list[dict], fn, fn_kwargs: dict, what: str, doing: str, failures: Failures) -> set[str]:
+    """`fn` over `items` as Ray tasks; returns the units whose task failed (named in `failures`). Any
+    error of one unit is reported, the others go on."""
+    from playerseg.ray_cluster import map_items
 
-    from playerseg.progress import Progress
-
-    bad = set()
-    if not items:
-        return bad
-    ds = ray.data.from_items(items, override_num_blocks=len(items)).map(fn, fn_kwargs=fn_kwargs, num_cpus=1)
-    with Progress(what, total=len(items), unit="segment") as bar:
-        for row in ds.iter_rows():
-            bar.update(1)
-            if row["error"]:
-                bad.add(row["unit"])
-                failures.add(what, RuntimeError(row["error"]))
-    return bad
+    done, failed = map_items(items, fn, what=what, unit="segment", num_cpus=1, fn_kwargs=fn_kwargs, errors=(Exception,),
+                             name=lambda i: f"{doing} {Unit.from_json(i['unit']).key}")
+    failures.items += failed.items
+    return {i["unit"] for i in items} - {i["unit"] for i, _ in done}
 
 
 def track_outputs(ledger: Ledger, units: list[Unit], cfg: TrackConfig) -> dict:
@@ -209,7 +192,7 @@ def track_outputs(ledger: Ledger, units: list[Unit], cfg: TrackConfig) -> dict:
             path = cache_path(ledger, fp, u)
             if not exists(path) or read_json(path).get("prev") != [p.name for p in prev]:
                 todo.append({"unit": u.to_json(), "prev": json.dumps([p.to_json() for p in prev])})
-    bad = _run(todo, _track_task, {"ledger": ledger, "cfg_json": cfg_json, "fp": fp}, "track", failures)
+    bad = _run(todo, _track_task, {"ledger": ledger, "cfg_json": cfg_json, "fp": fp}, "track", "tracking", failures)
     writes, videos = [], {}
     for g, us in sorted(groups.items()):
         if any(u.to_json() in bad for u in us):
@@ -230,6 +213,6 @@ def track_outputs(ledger: Ledger, units: list[Unit], cfg: TrackConfig) -> dict:
             if _stamp_of(part_paths(ledger, u)["predictions"]) != stamp:
                 writes.append({"unit": u.to_json(), "ids": text, "stamp": stamp})
         videos[g] = {"tracks": len(tracks), "shots": len(shots), "segments": len(us)}
-    bad_writes = _run(writes, _write_task, {"ledger": ledger}, "track: write", failures)
+    bad_writes = _run(writes, _write_task, {"ledger": ledger}, "track: write", "writing tracks of", failures)
     return {"fingerprint": fp, "segments_tracked": len(todo) - len(bad), "parts_written": len(writes) - len(bad_writes),
             "videos": videos, "failures": failures.items}

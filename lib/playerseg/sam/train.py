@@ -39,6 +39,7 @@ from playerseg.data.registry import DataConfig, build_reader
 from playerseg.io import is_local, write_bytes_atomic
 from playerseg.losses import LossConfig, build_loss
 from playerseg.optim import OptimConfig, SchedConfig, build_optimizer, build_scheduler
+from playerseg.ray_cluster import init_ray
 from playerseg.sam.build import SAM_MODELS, build_sam
 from playerseg.sam.checkpoint import FILE, apply_trained, load_trained, save_trained
 from playerseg.sam.dataset import CachedItems, FrameItems, PromptConfig, collate, to_device
@@ -49,7 +50,7 @@ from playerseg.sam.loss import SamLoss, SamLossConfig
 from playerseg.sam.model import CACHED_MODES, SamTrainModel
 from playerseg.sam.prompts import CropConfig
 from playerseg.train.config import RunOptions
-from playerseg.train.trainer import best_checkpoint, ensure_ray, run_dir_of, torch_trainer
+from playerseg.train.trainer import best_checkpoint, run_dir_of, torch_trainer
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +282,7 @@ def prepare(cfg: SamTrainConfig) -> Prepared:
         spec = cache_spec(cfg.data, cfg.crops, cfg.sam.model_type, cfg.sam.checkpoint or None, cfg.prompts.classes,
                           SAM_MODELS[cfg.sam.model_type][2], cfg.cache.dtype)
         cache_dir = cache_dir_of(cfg, run_dir, spec)
-        ensure_ray()
+        init_ray(dashboard=True, quiet=False)
         failures = build_cache(spec, cache_dir, train_keys + val_keys, cfg.cache)
         prepared = Prepared(run_dir, list_items(cache_dir, train_keys), list_items(cache_dir, val_keys), failures,
                             cache_dir)
@@ -305,7 +306,7 @@ def train_sam(cfg: SamTrainConfig) -> dict:
     """Run the job; returns {run_dir, checkpoint (final sam_trained.pt), best, metrics, seconds, failures,
     train_items, val_items, cache_dir}."""
     t0 = time.perf_counter()
-    ensure_ray()
+    init_ray(dashboard=True, quiet=False)
     prepared = prepare(cfg)
     dump(cfg, prepared.run_dir / "config.yaml")
     result = build_trainer(cfg, prepared).fit()

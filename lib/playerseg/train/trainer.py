@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -24,20 +23,6 @@ log = logging.getLogger(__name__)
 
 def run_dir_of(cfg: TrainConfig) -> Path:
     return Path(cfg.run.out_dir).resolve() / cfg.run.name
-
-
-def ensure_ray(num_cpus: int | None = None) -> None:
-    import ray
-
-    if not ray.is_initialized():
-        address = os.environ.get("RAY_ADDRESS") or None
-        if address:
-            ray.init(address=address)
-        else:
-            # with the dashboard: Train V2's PlacementGroupCleaner asks the State API (served by the
-            # dashboard) whether the controller lives; without it the cleaner took a failed answer for
-            # a dead controller and removed a live run's placement group (worker killed mid-epoch)
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=True)
 
 
 def torch_trainer(loop, loop_config: dict, run: RunOptions, run_dir: Path, **kwargs):
@@ -96,13 +81,14 @@ def best_checkpoint(result):
 
 def train(cfg: TrainConfig) -> dict:
     """Run the job; returns {run_dir, checkpoint, metrics, export, seconds}."""
+    from playerseg.ray_cluster import init_ray
     from playerseg.train.export import export_model
 
     _absolute_paths(cfg)
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     dump(cfg, run_dir / "config.yaml")
-    ensure_ray()
+    init_ray(dashboard=True, quiet=False)  # Train V2 needs the dashboard; the workers print the progress
     t0 = time.perf_counter()
     result = build_trainer(cfg).fit()
     seconds = time.perf_counter() - t0

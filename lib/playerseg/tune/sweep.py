@@ -200,16 +200,6 @@ def _wandb_callback(cfg: SweepConfig, base, exp_dir: Path):
                                mode=mode, dir=str(exp_dir), log_config=True)
 
 
-def init_ray() -> None:
-    """Join RAY_ADDRESS, else start a local Ray with the dashboard (Train V2's cleanup needs it)."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = os.environ.get("RAY_ADDRESS")
-    ray.init(address=address or "local", include_dashboard=None if address else True)
-
-
 def _scalar(v):
     return json.dumps(v) if isinstance(v, (list, tuple, dict)) else v
 
@@ -275,6 +265,8 @@ def run_sweep(cfg: SweepConfig) -> dict:
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
+    from playerseg.ray_cluster import init_ray
+
     exp_dir = experiment_dir(cfg)
     if cfg.resume:  # the sweep as it was started (its space, base config, scheduler...)
         from playerseg.config import load
@@ -297,7 +289,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
     if not cfg.resume and (exp_dir / "tuner.pkl").exists():
         raise FileExistsError(f"{exp_dir}: a sweep exists there; resume it (--resume) or pick another --name")
     trials_dir = str(exp_dir / "trials")
-    init_ray()
+    init_ray(dashboard=True, quiet=False)  # Train V2 (each trial's trainer) needs the dashboard
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, family_name=cfg.family, base_tree=to_dict(base), trials_dir=trials_dir,
                              tune_checkpoints=cfg.keep_checkpoints if cfg.scheduler == "pbt" else 0),

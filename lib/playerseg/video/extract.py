@@ -112,10 +112,7 @@ def extract_segment(seg: Segment, cfg: ExtractConfig, ledger: Ledger, unit: Unit
 
 def run_extract(cfg: ExtractConfig, overwrite: bool = False) -> dict:
     """The whole job; returns the summary (also written to `<out>/_summary.json`)."""
-    import ray
-
-    from playerseg.progress import Progress
-    from playerseg.video.source import init_ray
+    from playerseg.ray_cluster import init_ray, map_items
 
     if not cfg.inputs:
         raise cfgmod.ConfigError("no inputs: give videos, folders or globs, e.g. `playerseg extract "
@@ -141,31 +138,23 @@ def run_extract(cfg: ExtractConfig, overwrite: bool = False) -> dict:
                 v["skipped"] += 1
                 v["frames"] += u.num_frames
 
-        def _task(row: dict) -> dict:
-            unit = Unit.from_json(row["unit"])
-            seg = Segment.from_json(unit.spec["segment"])
-            try:
-                return {"video_id": seg.video_id, "uri": seg.uri, "segment": seg.name, "error": "",
-                        **extract_segment(seg, cfg, ledger, unit)}
-            except (DataError, OSError, ValueError) as e:
-                return {"video_id": seg.video_id, "uri": seg.uri, "segment": seg.name, "error": str(e), "frames": 0,
-                        "bytes": 0, "seconds": 0.0}
+        def _task(item: dict) -> dict:
+            unit = Unit.from_json(item["unit"])
+            return extract_segment(Segment.from_json(unit.spec["segment"]), cfg, ledger, unit)
 
-        results = []
-        if pending:
-            items = [{"unit": u.to_json()} for u in pending]
-            ds = ray.data.from_items(items, override_num_blocks=len(items))
-            with Progress("extract", total=sum(u.num_frames for u in pending), unit="frame") as bar:
-                for r in ds.map(_task, num_cpus=cfg.num_cpus, concurrency=cfg.concurrency).iter_rows():
-                    results.append(r)
-                    bar.update(r["frames"])
-        for r in sorted(results, key=lambda r: (r["video_id"], r["segment"])):
-            v = by_video[r["video_id"]]
-            if r["error"]:
-                v["failed"] += 1
-                failures.add(f"{r['uri']} segment {r['segment']}", RuntimeError(_problem(r["error"], r["uri"])))
+        items = [{"unit": u.to_json(), "video_id": u.group, "uri": u.uri, "segment": u.name, "frames": u.num_frames}
+                 for u in sorted(pending, key=lambda u: (u.group, u.name))]
+        done, failed = map_items(items, _task, what="extract", unit="frame", size=lambda i: i["frames"],
+                                 name=lambda i: f"{i['uri']} segment {i['segment']}", num_cpus=cfg.num_cpus,
+                                 concurrency=cfg.concurrency)
+        stats = {item["unit"]: s for item, s in done}
+        for item in items:
+            v = by_video[item["video_id"]]
+            if item["unit"] in stats:
+                v["frames"] += stats[item["unit"]]["frames"]
             else:
-                v["frames"] += r["frames"]
+                v["failed"] += 1
+        failures.items += failed.items
         summary = {
             "videos": len(by_video),
             "frames": sum(v["frames"] for v in by_video.values()),
@@ -176,11 +165,6 @@ def run_extract(cfg: ExtractConfig, overwrite: bool = False) -> dict:
         write_json_atomic(ledger.path("_summary.json"), summary)
     print(format_summary(summary))
     return summary
-
-
-def _problem(error: str, uri: str) -> str:
-    """A DataError's text without its leading `path: ` (the summary names the file already)."""
-    return error[len(uri) + 2 :] if error.startswith(uri + ": ") else error
 
 
 def format_summary(summary: dict) -> str:

@@ -169,7 +169,7 @@ def render_chunk(unit: Unit, video_id: str, fps: str, path: str, cfg: RenderConf
 def run_render(cfg: RenderConfig) -> dict:
     from playerseg.ledger import LOCK_FILE, acquire_lock, release_lock
     from playerseg.io import tree_fingerprint
-    from playerseg.video.source import init_ray
+    from playerseg.ray_cluster import init_ray
 
     if not cfg.source:
         raise cfgmod.ConfigError("render: no source given")
@@ -195,8 +195,7 @@ def run_render(cfg: RenderConfig) -> dict:
 
 
 def _render_parts(cfg: RenderConfig, vid: str, fps: str, units: list[Unit], tag: str, parts_dir: str) -> dict:
-    import ray
-
+    from playerseg.ray_cluster import map_items
     from playerseg.video.encode import concat, remove_quietly, video_stats
 
     parts = [f"{parts_dir}/{tag}-{u.group.replace('/', '_')}-{u.name}.mp4" for u in units]
@@ -204,17 +203,12 @@ def _render_parts(cfg: RenderConfig, vid: str, fps: str, units: list[Unit], tag:
     log.info("render %s (%s, %s fps): %d segments, %d to encode", vid, units[0].kind if units else "-", fps,
              len(units), len(todo))
 
-    def _task(row: dict) -> dict:
-        return {"path": row["path"], "frames": render_chunk(Unit.from_json(row["unit"]), vid, fps, row["path"], cfg)}
+    def _task(item: dict) -> int:
+        return render_chunk(Unit.from_json(item["unit"]), vid, fps, item["path"], cfg)
 
-    if todo:
-        from playerseg.progress import Progress
-
-        ds = ray.data.from_items(todo, override_num_blocks=len(todo))
-        total = sum(Unit.from_json(t["unit"]).num_frames for t in todo)
-        with Progress(f"render {vid}", total=total, unit="frame") as bar:
-            for row in ds.map(_task, num_cpus=cfg.num_cpus, concurrency=cfg.concurrency).iter_rows():
-                bar.update(row["frames"])
+    # every error stops the render (errors=()): a video with a part missing is not written
+    map_items(todo, _task, what=f"render {vid}", unit="frame", size=lambda t: Unit.from_json(t["unit"]).num_frames,
+              name=lambda t: t["path"], num_cpus=cfg.num_cpus, concurrency=cfg.concurrency, errors=())
     concat(parts, cfg.out)
     remove_quietly(parts)
     stats = {"video_id": vid, "out": cfg.out, **video_stats(cfg.out)}
@@ -273,7 +267,7 @@ def run(args: argparse.Namespace) -> int:
         from playerseg.infer.infer_cmd import print_summary
         from playerseg.infer.pipeline import InferConfig, run_inference
         from playerseg.models import model_or_default
-        from playerseg.video.source import init_ray
+        from playerseg.ray_cluster import init_ray
 
         model = model_or_default(args.model)
         out = f"{os.path.splitext(cfg.out)[0]}_infer"

@@ -9,7 +9,6 @@ and `preserve_order` keeps blocks in plan order.
 """
 from __future__ import annotations
 
-import json
 import logging
 from typing import Iterator
 
@@ -22,50 +21,22 @@ from playerseg.video.segments import Segment, plan_segments, select_frames
 log = logging.getLogger(__name__)
 
 
-def init_ray(address: str | None = None) -> None:
-    """Join `address` (a cluster), else the running/embedded local Ray; never twice. Ray's console
-    output is kept to errors and progress is ours (`playerseg.progress.quiet_ray`). An embedded Ray
-    started by `playerseg` listens on 127.0.0.1 only (`cli.local_ray_on_loopback`)."""
-    from playerseg.progress import quiet_ray
-
-    options = quiet_ray()
-    if not ray.is_initialized():
-        ctx = ray.init(address=address, **options)
-        logs = f"{ctx.address_info.get('session_dir', '')}/logs" if hasattr(ctx, "address_info") else ""
-        dashboard = f", dashboard http://{ctx.dashboard_url}" if getattr(ctx, "dashboard_url", "") else ""
-        print(f"ray: {'joined ' + address if address else 'local'}{dashboard}; logs {logs}", flush=True)
-
-
 def probe_all(
     videos: dict[str, str], cache_dir: str | None = None, num_cpus: float = 0.5
 ) -> tuple[list[VideoInfo], Failures]:
     """Probe `videos` (uri -> video id, from `video.frames.plan_units`) as Ray tasks. Unreadable
     videos go to the returned Failures, named; probes are cached as `<cache_dir>/<video_id>/_video.json`
     (used again only while the file's content fingerprint is unchanged)."""
+    from playerseg.ray_cluster import map_items
     from playerseg.video.frames import under
 
-    failures = Failures()
-    if not videos:
-        return [], failures
-
-    def _probe(row: dict) -> dict:
-        cache = under(cache_dir, f"{row['video_id']}/_video.json") if cache_dir else None
-        try:
-            info = load_or_probe(row["uri"], row["video_id"], cache)
-            return {**row, "info": json.dumps(info.to_json()), "error": ""}
-        except (DataError, OSError, ValueError) as e:
-            return {**row, "info": "", "error": str(e) if isinstance(e, DataError) else f"{row['uri']}: {e}"}
+    def _probe(item: dict) -> dict:
+        cache = under(cache_dir, f"{item['video_id']}/_video.json") if cache_dir else None
+        return load_or_probe(item["uri"], item["video_id"], cache).to_json()
 
     items = [{"uri": u, "video_id": i} for u, i in sorted(videos.items())]
-    rows = ray.data.from_items(items, override_num_blocks=len(items)).map(_probe, num_cpus=num_cpus).take_all()
-    infos = []
-    for row in sorted(rows, key=lambda r: r["uri"]):
-        if row["error"]:
-            err = row["error"]
-            failures.add(row["uri"], RuntimeError(err[len(row["uri"]) + 2 :] if err.startswith(row["uri"] + ": ") else err))
-        else:
-            infos.append(VideoInfo.from_json(json.loads(row["info"])))
-    return infos, failures
+    done, failures = map_items(items, _probe, name=lambda item: item["uri"], num_cpus=num_cpus)
+    return [VideoInfo.from_json(info) for _, info in done], failures
 
 
 def plan_all(
