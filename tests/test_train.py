@@ -35,7 +35,8 @@ def tiny_config(synth_dir, out_dir, name, **run) -> TrainConfig:
 
 def test_a_few_steps_reduce_the_loss(synth_dir, tmp_path):
     from playerseg.optim import build_optimizer, build_scheduler
-    from playerseg.train.loop import build_training, seed_everything, train_one_epoch
+    from playerseg.train.loop import seed_everything
+    from playerseg.train.unet import build_training, train_one_epoch
 
     cfg = tiny_config(synth_dir, tmp_path, "local")
     cfg.run.samples_per_epoch = 16
@@ -121,7 +122,7 @@ def _yolo_copy(synth_dir, root):
 def test_two_sources_train_side_by_side_and_validate_each(synth_dir, tmp_path):
     """A pixel-labelled and a box-only source in one run: crops come from both (by weight), the loss
     has its partial and box terms, validation reports each source's own metrics and the mean score."""
-    from playerseg.train.loop import build_training, train_one_epoch, validate
+    from playerseg.train.unet import build_training, train_one_epoch, validate
 
     _yolo_copy(synth_dir, tmp_path / "boxes")
     cfg = tiny_config(synth_dir, tmp_path, "multi")
