@@ -1,4 +1,4 @@
-"""THE epoch loop of every training family (`run_epochs(family_cls, config)`, in each Ray Train worker).
+"""THE epoch loop of every training family (`run_epochs(family_cls, cfg, config)` in each Ray Train worker).
 
 A family (`playerseg.train.unet.UnetFamily`, `playerseg.sam.train.SamFamily`) supplies the hooks:
 `build` (model, optimizer, schedule, data), `load` / `restore` (a checkpoint's state), `train_epoch`,
