@@ -65,7 +65,7 @@ def default_model(tmp: Path) -> str:
     from playerseg.classes import TaskClasses
     from playerseg.models.registry import ModelConfig, build_model
     from playerseg.models.segmenter import Preprocess, model_meta
-    from playerseg.train.loop import write_model_dir
+    from playerseg.train.unet import write_model_dir
 
     cfg = ModelConfig(num_classes=3)
     write_model_dir(tmp / "model", build_model(cfg).state_dict(), model_meta(cfg, TaskClasses(), Preprocess(scale=0.5)))

@@ -38,7 +38,7 @@ def lite2_folder(out: Path) -> Path:
     from playerseg.config import from_dict
     from playerseg.models.registry import ModelConfig, build_model
     from playerseg.models.segmenter import Preprocess, model_meta
-    from playerseg.train.loop import write_model_dir
+    from playerseg.train.unet import write_model_dir
 
     meta = json.loads((LITE0 / "model.json").read_text())
     cfg = from_dict(ModelConfig, {**meta["model"], "encoder": "tu-efficientnet_lite2", "encoder_weights": ""})

@@ -35,7 +35,8 @@ def config(args, out: str, name: str, workers: int, cpus: float) -> TrainConfig:
 
 def plain(cfg: TrainConfig) -> tuple[float, float]:
     from playerseg.optim import build_optimizer, build_scheduler
-    from playerseg.train.loop import build_training, seed_everything, train_one_epoch
+    from playerseg.train.loop import seed_everything
+    from playerseg.train.unet import build_training, train_one_epoch
 
     t0 = time.perf_counter()
     torch.set_num_threads(int(cfg.run.cpus_per_worker))

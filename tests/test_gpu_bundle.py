@@ -68,7 +68,7 @@ def test_pack_holds_what_the_readers_give(tiny_pack):
     from playerseg.io import shared_data_dir
     from playerseg.train.config import TrainConfig
     from playerseg.train.dataset import scaled_sample
-    from playerseg.train.loop import preprocess_of
+    from playerseg.train.unet import preprocess_of
 
     pack = _module("pack").Pack(tiny_pack)
     cfg = load(TrainConfig, ROOT / "configs" / "unet_broadcast_v2.yaml", ["input.target_height=96"])

@@ -27,7 +27,7 @@ def make_model(path):
 
     from playerseg.models.registry import ModelConfig, build_model
     from playerseg.models.segmenter import Preprocess, model_meta
-    from playerseg.train.loop import write_model_dir
+    from playerseg.train.unet import write_model_dir
 
     torch.manual_seed(0)
     cfg = ModelConfig(encoder_weights="", decoder_channels=[8, 8, 8, 8, 8], num_classes=3)

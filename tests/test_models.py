@@ -109,7 +109,7 @@ def test_unknown_arch_is_named():
 
 
 def _model_dir(tmp_path, scale=0.5):
-    from playerseg.train.loop import write_model_dir
+    from playerseg.train.unet import write_model_dir
 
     cfg = ModelConfig(**TINY, num_classes=3)
     torch.manual_seed(0)

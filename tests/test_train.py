@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,7 +36,8 @@ def tiny_config(synth_dir, out_dir, name, **run) -> TrainConfig:
 
 def test_a_few_steps_reduce_the_loss(synth_dir, tmp_path):
     from playerseg.optim import build_optimizer, build_scheduler
-    from playerseg.train.loop import build_training, seed_everything, train_one_epoch
+    from playerseg.train.loop import seed_everything
+    from playerseg.train.unet import build_training, train_one_epoch
 
     cfg = tiny_config(synth_dir, tmp_path, "local")
     cfg.run.samples_per_epoch = 16
@@ -121,7 +123,7 @@ def _yolo_copy(synth_dir, root):
 def test_two_sources_train_side_by_side_and_validate_each(synth_dir, tmp_path):
     """A pixel-labelled and a box-only source in one run: crops come from both (by weight), the loss
     has its partial and box terms, validation reports each source's own metrics and the mean score."""
-    from playerseg.train.loop import build_training, train_one_epoch, validate
+    from playerseg.train.unet import build_training, train_one_epoch, validate
 
     _yolo_copy(synth_dir, tmp_path / "boxes")
     cfg = tiny_config(synth_dir, tmp_path, "multi")
@@ -145,3 +147,38 @@ def test_two_sources_train_side_by_side_and_validate_each(synth_dir, tmp_path):
     metrics, _ = validate(model, val_set, classes, cfg, pre, torch.device("cpu"))
     assert "pix/players_over_led_iou" in metrics and "box/box_AP50" in metrics and "box/iou/player" not in metrics
     assert metrics["score"] == pytest.approx((metrics["pix/iou/player"] + metrics["box/recall/player"]) / 2)
+
+
+def _reduce_on_rank(rank: int, world: int, port: int, out) -> None:
+    import torch.distributed as dist
+
+    from playerseg.train.loop import Worker, reduce_metrics
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    mine = {"epoch": 3, "train/loss": float(rank + 1), "calls": rank + 1, "visits": np.eye(2)[rank]}
+    if rank == 0:
+        mine["val/iou"] = 0.5  # only rank 0 validates (the Unet family)
+    worker = Worker(rank, world, torch.device("cpu"), False, Path("."))
+    got = reduce_metrics(mine, worker, sum_keys=("calls", "visits"))
+    out.put((rank, got["epoch"], got["train/loss"], got["val/iou"], got["calls"], got["visits"].tolist()))
+    dist.destroy_process_group()
+
+
+def test_metrics_reduce_over_ranks_the_same_on_every_rank():
+    """train/ keys: the mean over ranks; val/ keys only rank 0 has: rank 0's; sum_keys: summed (arrays too)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_reduce_on_rank, args=(r, 2, port, out)) for r in range(2)]
+    for p in procs:
+        p.start()
+    got = sorted(out.get(timeout=300) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    assert got == [(r, 3, 1.5, 0.5, 3, [1.0, 1.0]) for r in range(2)]

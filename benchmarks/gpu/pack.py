@@ -58,7 +58,7 @@ def build_pack(config: str, out: str, quality: int = 50, max_per_split: int = 0,
     from playerseg.data.registry import build_reader
     from playerseg.train.config import TrainConfig
     from playerseg.train.dataset import scaled_sample
-    from playerseg.train.loop import preprocess_of
+    from playerseg.train.unet import preprocess_of
 
     cfg = load(TrainConfig, config, list(overrides))
     if target_height:
@@ -136,7 +136,7 @@ class Pack:
         return PackReader(self, source, split)
 
     def read(self, source_cfg, split: str) -> "PackReader":
-        """`train.loop.build_training(read=...)`: the reader of a source config's split."""
+        """`train.unet.build_training(read=...)`: the reader of a source config's split."""
         return self.reader(source_cfg.name, split)
 
 

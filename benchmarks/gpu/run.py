@@ -22,7 +22,7 @@ it measured:
           EfficientNet-Lite0, three sources with partial-label and box losses, from
           models/unet_effl0_broadcast) trained for the phase's time from the bundle's pack with the
           project's own model builder, loss, class-set targets, crop sampler, training step and
-          validation (`playerseg.train.loop`); the model folder loads with `Segmenter.load`
+          validation (`playerseg.train.unet`); the model folder loads with `Segmenter.load`
   summary <out>/summary.json: the plan, the environment, every phase's figures, status and errors
 
 Differences from the Ray training run (also written to train.json): one process, no DDP; crop
@@ -489,7 +489,8 @@ def phase_train(args, rec: Record, deadline: float) -> None:
     from playerseg.optim import build_optimizer, build_scheduler
     from playerseg.train.config import TrainConfig
     from playerseg.train.export import export_model
-    from playerseg.train.loop import build_training, preprocess_of, seed_everything, train_one_epoch, validate, write_model_dir
+    from playerseg.train.loop import seed_everything
+    from playerseg.train.unet import build_training, preprocess_of, train_one_epoch, validate, write_model_dir
 
     device = pick_device(torch, args.device)
     torch.backends.cudnn.benchmark = device.type == "cuda"

@@ -50,6 +50,7 @@ from playerseg.sam.loss import SamLoss, SamLossConfig
 from playerseg.sam.model import CACHED_MODES, SamTrainModel
 from playerseg.sam.prompts import CropConfig
 from playerseg.train.config import RunOptions
+from playerseg.train.loop import Family, run_epochs, seed_everything, unwrap
 from playerseg.train.trainer import best_checkpoint, run_dir_of, torch_trainer
 
 log = logging.getLogger(__name__)
@@ -142,97 +143,96 @@ def _shard(n: int, rank: int, world: int, rng: np.random.Generator | None) -> li
     return [int(i) for i in order[rank::world]]
 
 
-# ---- the Ray Train worker -------------------------------------------------------------------
-def train_loop_per_worker(config: dict) -> None:
-    import ray.train.torch
+# ---- the family of the training loop (playerseg.train.loop.run_epochs) ---------------------
+class SamFamily(Family):
+    """The hooks of `run_epochs` for a `SamTrainConfig`: every rank trains and validates its shard of the
+    items; `encoder_calls` and the item visits are summed over ranks (`train/items`, `train/items_distinct`)."""
 
-    from playerseg.train.loop import (continue_from_init, init_checkpoint, report_epoch, seed_everything,
-                                      start_checkpoint, unwrap, worker_context)
-    from playerseg.train.tracking import Tracker
+    sum_keys = ("encoder_calls", "_visits")
 
-    cfg: SamTrainConfig = from_dict(SamTrainConfig, config["cfg"])
-    run_dir = Path(config["run_dir"])
-    rank, world, device, amp = worker_context(cfg.run)
-    seed_everything(cfg.run.seed)
-    classes = TaskClasses(tuple(cfg.data.classes))
-    model = build_train_model(cfg, len(classes))
-    sam = model.sam
-    geo = Geometry.of(sam)
-    encoder_calls = [0]
-    sam.image_encoder.patch_embed.register_forward_hook(lambda *a: encoder_calls.__setitem__(0, encoder_calls[0] + 1))
+    def build(self) -> None:
+        import ray.train.torch
 
-    checkpoint = start_checkpoint(cfg.run)
-    init = init_checkpoint(cfg.run)  # a PBT exploit: a donor's weights and epoch, this config's hyperparameters
-    state = None
-    if checkpoint is not None or init is not None:
-        with (checkpoint or init).as_directory() as d:
-            state = load_trained(str(Path(d) / FILE))
-        apply_trained(sam, state)
-        if model.head is not None:
-            model.head.load_state_dict(state["head"])
-    model.to(device)
-    ddp_kwargs = {"find_unused_parameters": True} if cfg.sam.mode not in ("decoder", "head") else None
-    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=ddp_kwargs)
+        cfg, w, config = self.cfg, self.worker, self.config
+        seed_everything(cfg.run.seed)
+        self.classes = classes = TaskClasses(tuple(cfg.data.classes))
+        model = build_train_model(cfg, len(classes))
+        self.geo = Geometry.of(model.sam)
+        self.encoder_calls = [0]
+        model.sam.image_encoder.patch_embed.register_forward_hook(
+            lambda *a: self.encoder_calls.__setitem__(0, self.encoder_calls[0] + 1))
+        model.to(w.device)
+        ddp_kwargs = {"find_unused_parameters": True} if cfg.sam.mode not in ("decoder", "head") else None
+        self.model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=ddp_kwargs)
+        if cfg.sam.mode in CACHED_MODES:
+            self.train_items, self.val_items = CachedItems(config["train_items"]), CachedItems(config["val_items"])
+        else:
+            reader = build_reader(cfg.data)
+            prompt_ids = tuple(classes.id(n) for n in cfg.prompts.classes)
+            self.train_items, self.val_items = (FrameItems(reader, config[k], self.geo, classes, cfg.crops, prompt_ids)
+                                                for k in ("train_items", "val_items"))
+        self.steps_per_epoch = math.ceil(len(_shard(len(self.train_items), w.rank, w.world, None)) / cfg.run.batch_size)
+        self.optimizer = build_optimizer(cfg.optim, [p for p in self.model.parameters() if p.requires_grad])
+        self.sched = build_scheduler(cfg.sched, self.optimizer, self.steps_per_epoch, cfg.run.epochs)
+        self.sam_loss = SamLoss(cfg.loss)
+        self.head_loss = build_loss(cfg.head_loss, len(classes)).to(w.device) if cfg.sam.mode == "head" else None
 
-    if cfg.sam.mode in CACHED_MODES:
-        train_items, val_items = CachedItems(config["train_items"]), CachedItems(config["val_items"])
-    else:
-        reader = build_reader(cfg.data)
-        prompt_ids = tuple(classes.id(n) for n in cfg.prompts.classes)
-        train_items, val_items = (FrameItems(reader, config[k], geo, classes, cfg.crops, prompt_ids)
-                                  for k in ("train_items", "val_items"))
-    steps = math.ceil(len(_shard(len(train_items), rank, world, None)) / cfg.run.batch_size)
-    optimizer = build_optimizer(cfg.optim, [p for p in model.parameters() if p.requires_grad])
-    sched = build_scheduler(cfg.sched, optimizer, steps, cfg.run.epochs)
-    start_epoch = 0
-    if checkpoint is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        start_epoch = int(state["epoch"]) + 1
-    elif init is not None:
-        start_epoch = continue_from_init(state, optimizer, sched, cfg.optim.name, cfg.run.epochs, steps)
-    sam_loss = SamLoss(cfg.loss)
-    head_loss = build_loss(cfg.head_loss, len(classes)).to(device) if cfg.sam.mode == "head" else None
-    tracker = Tracker(str(run_dir), config["cfg"], name=cfg.run.name, project=cfg.run.wandb_project,
-                      enabled=rank == 0, start_epoch=start_epoch)
+    def load(self, folder: Path) -> dict:
+        return load_trained(str(folder / FILE))
 
-    for epoch in range(start_epoch, cfg.run.epochs):
-        rng = np.random.default_rng([cfg.run.seed, epoch, rank])
-        encoder_calls[0] = 0
+    def restore(self, state: dict, resume: bool) -> None:
+        core = unwrap(self.model)
+        apply_trained(core.sam, state)
+        if core.head is not None:
+            core.head.load_state_dict(state["head"])
+        if resume:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.sched.load_state_dict(state["scheduler"])
+
+    def _epoch(self, items, order, rng, train: bool) -> dict:
+        cfg, w = self.cfg, self.worker
+        return run_epoch(self.model if train else unwrap(self.model), items, order, cfg.run.batch_size, rng,
+                         cfg.prompts, self.geo, self.sam_loss, self.head_loss, self.optimizer if train else None,
+                         self.sched if train else None, w.device, w.amp)
+
+    def train_epoch(self, epoch: int) -> dict:
+        cfg, w = self.cfg, self.worker
+        rng = np.random.default_rng([cfg.run.seed, epoch, w.rank])
+        self.encoder_calls[0] = 0
         t0 = time.perf_counter()
-        shard = _shard(len(train_items), rank, world, np.random.default_rng([cfg.run.seed, epoch]))
-        tr = run_epoch(model, train_items, shard, cfg.run.batch_size, rng, cfg.prompts, geo, sam_loss, head_loss,
-                       optimizer, sched, device, amp)
-        seconds = time.perf_counter() - t0
-        calls = encoder_calls[0]
-        visits = np.bincount(shard, minlength=len(train_items))  # summed over ranks below
-        va = run_epoch(unwrap(model), val_items, _shard(len(val_items), rank, world, None), cfg.run.batch_size,
-                       np.random.default_rng([cfg.run.seed, 7]), cfg.prompts, geo, sam_loss, head_loss,
-                       device=device, amp=amp) if len(val_items) else {}
-        metrics = {"epoch": epoch, "lr": sched.lr, "train/seconds": seconds, "encoder_calls": calls,
-                   **{f"train/{k}": v for k, v in tr.items()}, **{f"val/{k}": v for k, v in va.items()}}
-        if world > 1 and dist.is_initialized():  # mean over ranks (counts: sums), same keys everywhere
-            keys = sorted(k for k in metrics if k.startswith(("train/", "val/")) or k == "encoder_calls")
-            t = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64, device=device)
-            dist.all_reduce(t)
-            metrics.update({k: float(v) / (1 if k == "encoder_calls" else world) for k, v in zip(keys, t.tolist())})
-            v = torch.as_tensor(visits, dtype=torch.int64, device=device)
-            dist.all_reduce(v)
-            visits = v.cpu().numpy()
-        # items trained this epoch over all ranks, and how many distinct: equal when the shards are disjoint
-        metrics.update({"train/items": int(visits.sum()), "train/items_distinct": int((visits > 0).sum())})
-        metrics["score"] = metrics.get("val/iou", -metrics.get("val/loss", math.inf)) if va else -1.0
-        def save(folder: Path) -> None:
-            core = unwrap(model)
-            save_trained(str(folder / FILE), core.sam, core.trained, model_type=cfg.sam.model_type,
-                         base_checkpoint=cfg.sam.checkpoint or None, mode=cfg.sam.mode, last_n=cfg.sam.last_n,
-                         head=core.head, epoch=epoch, optimizer=optimizer.state_dict(),
-                         scheduler=sched.state_dict(), config=config["cfg"])
+        shard = _shard(len(self.train_items), w.rank, w.world, np.random.default_rng([cfg.run.seed, epoch]))
+        tr = self._epoch(self.train_items, shard, rng, train=True)
+        return {"train/seconds": time.perf_counter() - t0, "encoder_calls": self.encoder_calls[0],
+                **{f"train/{k}": v for k, v in tr.items()},
+                "_visits": np.bincount(shard, minlength=len(self.train_items))}
 
-        if rank == 0:
-            tracker.log(metrics)
-        report_epoch(metrics, epoch, save if rank == 0 else None)
-    tracker.finish()
+    def validate(self, epoch: int, last: bool, tracker) -> dict:
+        w = self.worker
+        if not len(self.val_items):
+            return {}
+        va = self._epoch(self.val_items, _shard(len(self.val_items), w.rank, w.world, None),
+                         np.random.default_rng([self.cfg.run.seed, 7]), train=False)
+        return {f"val/{k}": v for k, v in va.items()}
+
+    def score(self, metrics: dict) -> float:
+        # items trained this epoch over all ranks, and how many distinct: equal when the shards are disjoint
+        visits = metrics.pop("_visits")
+        metrics.update({"train/items": int(visits.sum()), "train/items_distinct": int((visits > 0).sum())})
+        if not any(k.startswith("val/") for k in metrics):
+            return math.nan  # no validation items: reported as -1
+        return metrics.get("val/iou", -metrics.get("val/loss", math.inf))
+
+    def save(self, folder: Path, epoch: int, best: float, metrics: dict) -> None:
+        core, s = unwrap(self.model), self.cfg.sam
+        save_trained(str(folder / FILE), core.sam, core.trained, model_type=s.model_type,
+                     base_checkpoint=s.checkpoint or None, mode=s.mode, last_n=s.last_n, head=core.head, epoch=epoch,
+                     optimizer=self.optimizer.state_dict(), scheduler=self.sched.state_dict(),
+                     config=self.config["cfg"], best=best)
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """What each Ray Train worker of `playerseg train sam` runs."""
+    run_epochs(SamFamily, from_dict(SamTrainConfig, config["cfg"]), config)
 
 
 # ---- the driver -----------------------------------------------------------------------------

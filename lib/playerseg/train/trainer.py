@@ -1,4 +1,4 @@
-"""`playerseg train unet`: the Ray Train job (TorchTrainer) around `loop.train_loop_per_worker`.
+"""`playerseg train unet`: the Ray Train job (TorchTrainer) of the Unet family (`unet.train_loop_per_worker`).
 
     playerseg train unet --config configs/unet_acme.yaml --num-workers 2 --gpus-per-worker 1 \\
         --set optim.lr=3e-4 --set run.epochs=40
@@ -52,7 +52,7 @@ def torch_trainer(loop, loop_config: dict, run: RunOptions, run_dir: Path, **kwa
 
 
 def build_trainer(cfg: TrainConfig):
-    from playerseg.train.loop import train_loop_per_worker
+    from playerseg.train.unet import train_loop_per_worker
 
     run_dir = run_dir_of(cfg)
     return torch_trainer(train_loop_per_worker, {"cfg": to_dict(cfg), "run_dir": str(run_dir)}, cfg.run, run_dir)
