@@ -12,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -171,17 +169,11 @@ def write_model_dir(target: Path, state_dict: dict, meta: dict) -> None:
 
     from safetensors.torch import save_file
 
-    target = Path(target)
-    tmp = target.parent / f".tmp-{target.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, str(tmp / "model.safetensors"))
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
-    old = target.parent / f".old-{target.name}-{os.getpid()}"
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
+    from playerseg.io import atomic_dir
+
+    with atomic_dir(target) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, str(tmp / "model.safetensors"))
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
 
 
 class UnetFamily(Family):
