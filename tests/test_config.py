@@ -99,3 +99,19 @@ def test_exponent_without_dot_is_a_float():
     assert load(Cfg, overrides=["optim.lr=1e-3"]).optim.lr == 1e-3
     with pytest.raises(ConfigError, match="lr"):
         load(Cfg, overrides=["optim.lr=fast"])
+
+
+def test_path_fields_are_made_absolute_once_where_the_config_is_loaded(tmp_path, monkeypatch):
+    """Training configs travel to Ray workers and Tune trials that run in other folders: `load`
+    resolves every path field (sources' roots, init weights...), never names, URIs or other strings."""
+    from playerseg.train.config import TrainConfig
+
+    (tmp_path / "acme").mkdir()
+    (tmp_path / "models" / "m").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    cfg = load(TrainConfig, None, ["data.sources=[{format: acme, root: acme}, {format: yolo, root: s3://b/yolo}]",
+                                   "run.init_weights=models/m", "run.resume=not/there", "run.name=acme"])
+    assert [s.root for s in cfg.data.sources] == [str(tmp_path / "acme"), "s3://b/yolo"]
+    assert cfg.run.init_weights == str(tmp_path / "models" / "m")
+    assert cfg.run.resume == "not/there"  # missing: left for its own error message
+    assert cfg.model.encoder_weights == "effnet-lite0-imagenet" and cfg.run.name == "acme"  # not path fields

@@ -197,14 +197,16 @@ def test_shards_are_disjoint_equal_and_cover_every_item():
 def test_paths_made_absolute_and_one_cache_per_model_data_and_crops(tmp_path, monkeypatch):
     from playerseg.config import load
     from playerseg.sam.embeddings import cache_spec
-    from playerseg.sam.train import SamTrainConfig, absolute_paths, cache_dir_of
+    from playerseg.sam.train import SamTrainConfig, cache_dir_of
 
     (tmp_path / "data").mkdir()
     monkeypatch.chdir(tmp_path)
-    cfg = load(SamTrainConfig, None, ["data.root=data", "cache.dir=caches", "data.mapping=s3://b/m.yaml"])
-    absolute_paths(cfg)
+    cfg = load(SamTrainConfig, None, ["data.root=data", "cache.dir=caches", "data.mapping=s3://b/m.yaml",
+                                      "sam.checkpoint=missing.pth"])
+    # `load` resolves every path field once: the existing data folder, the cache folder a run creates
     assert (cfg.data.root, cfg.cache.dir) == (str(tmp_path / "data"), str(tmp_path / "caches"))
     assert cfg.data.mapping == "s3://b/m.yaml"  # URIs stay as they are
+    assert cfg.sam.checkpoint == "missing.pth"  # a missing file stays as given, for its own error message
 
     def cache_of(*sets):
         c = load(SamTrainConfig, None, [f"data.root={tmp_path / 'data'}", *sets])

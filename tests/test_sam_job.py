@@ -22,7 +22,10 @@ def ray_local():
 
     old = os.environ.get("WANDB_MODE")
     os.environ["WANDB_MODE"] = "disabled"  # Ray's workers inherit it: the tracker is tested with the trainer
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    # with the dashboard, as `playerseg train` starts it: Train V2's PlacementGroupCleaner asks the State API
+    # (served by the dashboard) whether the controller lives; without it, on a busy machine, it took a
+    # failed answer for a dead controller and removed a live run's placement group ("actor died")
+    ray.init(address="local", num_cpus=2, include_dashboard=True)
     yield
     ray.shutdown()
     if old is None:

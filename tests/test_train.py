@@ -58,7 +58,10 @@ def test_a_few_steps_reduce_the_loss(synth_dir, tmp_path):
 def ray_cluster():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False)
+    # with the dashboard, as `playerseg train` starts it: Train V2's PlacementGroupCleaner asks the State API
+    # (served by the dashboard) whether the controller lives; without it, on a busy machine, it took a
+    # failed answer for a dead controller and removed a live run's placement group ("actor died")
+    ray.init(address="local", num_cpus=2, include_dashboard=True)
     yield
     ray.shutdown()
 
@@ -67,7 +70,7 @@ def _weights(path):
     return torch.load(path / "checkpoint.pt", map_location="cpu", weights_only=False)
 
 
-def test_killed_worker_restarts_and_resume_reproduces_the_run(ray_cluster, synth_dir, tmp_path, monkeypatch):
+def test_killed_worker_restarts_and_resume_reproduces_the_run(ray_cluster, synth_dir, tmp_path, monkeypatch, capsys):
     """Run A: the worker dies (os._exit) at the start of epoch 2; FailureConfig restarts it from
     the epoch-1 checkpoint and the run finishes. Run B (the CLI) resumes from A's epoch-0
     checkpoint: its epochs 1 and 2 give exactly A's weights, optimizer and scheduler state."""
@@ -75,8 +78,14 @@ def test_killed_worker_restarts_and_resume_reproduces_the_run(ray_cluster, synth
     from playerseg.models.segmenter import Segmenter
     from playerseg.train.trainer import train
 
+    import shutil
+
     monkeypatch.setenv("WANDB_MODE", "offline")
-    out = train(tiny_config(synth_dir, tmp_path, "a", inject_failure_epoch=2, max_failures=1))
+    data = tmp_path / "data"  # the synthetic set plus one mask without its image: skipped and reported
+    shutil.copytree(synth_dir, data)
+    shutil.copy(sorted((data / "masks").glob("*.png"))[0], data / "masks" / "frame_999.png")
+    out = train(tiny_config(data, tmp_path, "a", inject_failure_epoch=2, max_failures=1))
+    assert "frame_999.jpg" in out["failures"] and "image file missing" in out["failures"]
     run_a = tmp_path / "a"
     assert (run_a / ".injected-failure-2").exists()  # the worker really died once
     history = json.loads((run_a / "metrics.json").read_text())
@@ -85,9 +94,9 @@ def test_killed_worker_restarts_and_resume_reproduces_the_run(ray_cluster, synth
     assert (run_a / "overlays" / "epoch_002.png").is_file() and (run_a / "metrics.csv").is_file()
     assert Segmenter.load(run_a / "export").predict(torch.zeros(1, 40, 60, 3, dtype=torch.uint8).numpy()).shape == (1, 40, 60)
 
-    dump(tiny_config(synth_dir, tmp_path, "b"), tmp_path / "b.yaml")
+    dump(tiny_config(data, tmp_path, "b"), tmp_path / "b.yaml")
     rc = main(["train", "unet", "--config", str(tmp_path / "b.yaml"), "--resume", str(run_a / "checkpoint_epoch000")])
-    assert rc == 0
+    assert rc == 1 and "skipped samples" in capsys.readouterr().out  # trained on the rest, said, exit 1
     a, b = _weights(run_a / "checkpoint_epoch002"), _weights(tmp_path / "b" / "checkpoint_epoch002")
     assert a["epoch"] == b["epoch"] == 2
     assert b["scheduler"]["steps"] == a["scheduler"]["steps"]

@@ -18,6 +18,31 @@ import yaml
 T = TypeVar("T")
 
 
+def path_field(default: str = "", *, may_not_exist: bool = False):
+    """A config field holding a local path or an fsspec URI. `load` makes a relative local path
+    absolute against the current folder (Ray workers and Tune trials run in other folders): one
+    that exists, or any with `may_not_exist` (a folder a run creates). Names such as
+    `effnet-lite0-imagenet` and URIs stay as they are."""
+    return dataclasses.field(default=default, metadata={"path": "any" if may_not_exist else "existing"})
+
+
+def resolve_paths(cfg) -> None:
+    """Make the relative local paths of every `path_field` of `cfg` (nested, lists too) absolute."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        kind = f.metadata.get("path")
+        if kind and isinstance(value, str) and value and ("://" not in value or value.startswith("file://")):
+            local = Path(value.removeprefix("file://"))
+            if not local.is_absolute() and (kind == "any" or local.exists()):
+                setattr(cfg, f.name, str(local.resolve()))
+        elif dataclasses.is_dataclass(value):
+            resolve_paths(value)
+        elif isinstance(value, list):
+            for item in value:
+                if dataclasses.is_dataclass(item):
+                    resolve_paths(item)
+
+
 class ConfigError(ValueError):
     """A mistake in what a command was given: a flag value, a `--set` key, a config file, an input
     path, a model. `playerseg` prints it as one line (no traceback) and exits with status 2."""
@@ -202,7 +227,9 @@ def load(
         if value is not None:
             _set_path(explicit, key, value)
     try:
-        return from_dict(cls, _merge(data, explicit), where)
+        cfg = from_dict(cls, _merge(data, explicit), where)
+        resolve_paths(cfg)
+        return cfg
     except ConfigError as e:  # a bad value given by a flag: name the flag, as the user typed it
         for key, flag in (flag_names or {}).items():
             prefix = f"{where}.{key}: "

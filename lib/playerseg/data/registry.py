@@ -26,6 +26,7 @@ from playerseg.data.labelme import LabelmeReader
 from playerseg.data.reader import Reader, Subset
 from playerseg.data.sample import Sample
 from playerseg.data.yolo import YoloReader
+from playerseg.config import path_field
 
 READERS: dict[str, type[Reader]] = {"acme": AcmeReader, "coco": CocoReader, "yolo": YoloReader,
                                     "labelme": LabelmeReader}
@@ -37,10 +38,10 @@ class SourceConfig:
     """One labelled set: its reader, its split and its share of the training crops."""
 
     format: str = "acme"  # a key of READERS
-    root: str = ""  # dataset folder (local path or fsspec URI)
-    annotations: str = ""  # COCO: the instances JSON (default <root>/annotations.json)
+    root: str = path_field()  # dataset folder (local path or fsspec URI)
+    annotations: str = path_field()  # COCO: the instances JSON (default <root>/annotations.json)
     split_dir: str = ""  # YOLO: one subfolder (train, valid, test); empty = all of them
-    mapping: str = ""  # class-mapping YAML; empty = the built-in mappings/<format>.yaml
+    mapping: str = path_field()  # class-mapping YAML; empty = the built-in mappings/<format>.yaml
     val_fraction: float = 0.2
     split_block: int = 10  # frames per contiguous block assigned whole to train or val
     # groups (videos / matches) held out whole for validation, by prefix (`08fd33` holds out every

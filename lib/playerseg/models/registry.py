@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from playerseg.models import effnet_lite
+from playerseg.config import path_field
 
 # name -> smp architecture name (smp.create_model(arch=...))
 MODELS: dict[str, str] = {
@@ -43,7 +44,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class ModelConfig:
     arch: str = "unet"  # a key of MODELS
     encoder: str = effnet_lite.encoder_name("lite0")  # any smp encoder name, `tu-<timm name>` included
-    encoder_weights: str = LITE0_IMAGENET  # effnet-lite{0,1,2}-imagenet | "" (random) | path to an encoder state dict
+    encoder_weights: str = path_field(LITE0_IMAGENET)  # effnet-lite{0,1,2}-imagenet | "" (random) | path to an encoder state dict
     encoder_depth: int = 5
     decoder_channels: list[int] = field(default_factory=list)  # Unet/Unet++: one per depth; [] = smp default
     num_classes: int = 3  # set from the task classes by training

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from playerseg.classes import TaskClasses
-from playerseg.config import from_dict, to_dict
+from playerseg.config import from_dict, path_field, to_dict
 from playerseg.data.errors import Failures
 from playerseg.data.registry import DataConfig, build_reader
 from playerseg.io import exists, filesystem, is_local, read_json, write_bytes_atomic, write_json_atomic
@@ -40,7 +40,7 @@ SPLIT_KEYS = ("val_fraction", "split_block", "seed")  # a cache serves every spl
 
 @dataclass
 class CacheConfig:
-    dir: str = ""  # caches root; "" = <run.out_dir>/sam_cache (each cache: <model_type>-<spec hash>/)
+    dir: str = path_field(may_not_exist=True)  # caches root; "" = <run.out_dir>/sam_cache (each cache: <model_type>-<spec hash>/)
     actors: int = 1  # encoder actors (Ray Data ActorPoolStrategy size)
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0

@@ -33,10 +33,10 @@ import torch
 import torch.distributed as dist
 
 from playerseg.classes import TaskClasses
-from playerseg.config import dump, from_dict, to_dict
+from playerseg.config import dump, from_dict, path_field, resolve_paths, to_dict
 from playerseg.data.errors import Failures
 from playerseg.data.registry import DataConfig, build_reader
-from playerseg.io import is_local, write_bytes_atomic
+from playerseg.io import write_bytes_atomic
 from playerseg.losses import LossConfig, build_loss
 from playerseg.optim import OptimConfig, SchedConfig, build_optimizer, build_scheduler
 from playerseg.ray_cluster import init_ray
@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class SamConfig:
     model_type: str = "tiny_untrained"  # a key of playerseg.sam.build.SAM_MODELS
-    checkpoint: str = ""  # base SAM weights: path or fsspec URI ("" = random: tiny_untrained only makes sense)
+    checkpoint: str = path_field()  # base SAM weights: path or fsspec URI ("" = random: tiny_untrained only makes sense)
     mode: str = "decoder"  # decoder | decoder_prompt | last_n_blocks | full | head
     last_n: int = 2  # last_n_blocks: encoder blocks trained
     multimask: bool = False  # 3 masks per prompt, the best one trained (SAM paper)
@@ -247,18 +247,6 @@ class Prepared:
     cache_dir: str | None = None  # the embedding cache used (cached modes)
 
 
-def absolute_paths(cfg: SamTrainConfig) -> None:
-    """Local relative paths resolved against the driver's folder (workers, trials run elsewhere)."""
-    def fix(p: str) -> str:
-        return str(Path(p).resolve()) if p and is_local(p) and Path(p).exists() else p
-
-    cfg.data.root, cfg.data.mapping = fix(cfg.data.root), fix(cfg.data.mapping)
-    cfg.data.annotations, cfg.sam.checkpoint, cfg.run.resume, cfg.run.init_from = (
-        fix(cfg.data.annotations), fix(cfg.sam.checkpoint), fix(cfg.run.resume), fix(cfg.run.init_from))
-    if cfg.cache.dir and is_local(cfg.cache.dir):  # need not exist yet
-        cfg.cache.dir = str(Path(cfg.cache.dir).resolve())
-
-
 def cache_dir_of(cfg: SamTrainConfig, run_dir: Path, spec: dict) -> str:
     """`<cache.dir or <run folder's parent>/sam_cache>/<model_type>-<hash of spec>`: one cache per
     model, weights, data and crops, shared by every run (and every sweep trial) that agrees on them."""
@@ -270,7 +258,7 @@ def cache_dir_of(cfg: SamTrainConfig, run_dir: Path, spec: dict) -> str:
 def prepare(cfg: SamTrainConfig) -> Prepared:
     """Paths made absolute, the run folder, and the items: in cached modes the embedding cache is
     built first (a Ray Data job; frames already cached are skipped), else frame keys. Idempotent."""
-    absolute_paths(cfg)
+    resolve_paths(cfg)  # `load` did it; a config built in code gets it here
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.sam.model_type not in SAM_MODELS:

@@ -8,6 +8,7 @@ from playerseg.data.registry import DataConfig
 from playerseg.losses import LossConfig
 from playerseg.models.registry import ModelConfig
 from playerseg.optim import OptimConfig, SchedConfig, SWAConfig
+from playerseg.config import path_field
 
 
 @dataclass
@@ -80,13 +81,13 @@ class RunOptions:
     # under load (`is_actor_alive` takes the empty answer for a dead controller): seen on a busy 2-core VM
     max_failures: int = 3
     keep_checkpoints: int = 2  # best by val.metric, plus always the latest
-    resume: str = ""  # checkpoint directory to continue from (weights, optimizer, scheduler, epoch)
+    resume: str = path_field()  # checkpoint directory to continue from (weights, optimizer, scheduler, epoch)
     # checkpoint directory whose model weights and epoch counter start this run, trained on with THIS
     # config's optimizer hyperparameters and lr schedule (a PBT exploit; `playerseg.train.loop.init_checkpoint`)
-    init_from: str = ""
+    init_from: str = path_field()
     # a model folder (or checkpoint / run folder, `Segmenter.load`) whose weights start the network:
     # fine-tuning from an earlier model, with this config's optimizer and schedule from epoch 0
-    init_weights: str = ""
+    init_weights: str = path_field()
     # stop after the epoch that passes this many minutes of training (0 = none): that epoch is
     # validated and checkpointed like the last one, so a run with a budget ends in its best model
     time_budget_minutes: float = 0.0

@@ -15,7 +15,7 @@ import logging
 import time
 from pathlib import Path
 
-from playerseg.config import add_config_arguments, dump, from_args, to_dict
+from playerseg.config import add_config_arguments, dump, from_args, resolve_paths, to_dict
 from playerseg.train.config import RUN_FLAGS, RunOptions, TrainConfig, add_run_arguments
 
 log = logging.getLogger(__name__)
@@ -58,21 +58,6 @@ def build_trainer(cfg: TrainConfig):
     return torch_trainer(train_loop_per_worker, {"cfg": to_dict(cfg), "run_dir": str(run_dir)}, cfg.run, run_dir)
 
 
-def _absolute_paths(cfg: TrainConfig) -> None:
-    """Local relative paths resolved against the driver's folder (workers run elsewhere)."""
-    def fix(p: str) -> str:
-        return str(Path(p).resolve()) if p and "://" not in p and Path(p).exists() else p
-
-    for source in [cfg.data, *cfg.data.sources]:
-        source.root = fix(source.root)
-        source.mapping = fix(source.mapping)
-        source.annotations = fix(source.annotations)
-    cfg.model.encoder_weights = fix(cfg.model.encoder_weights)
-    cfg.run.resume = fix(cfg.run.resume)
-    cfg.run.init_from = fix(cfg.run.init_from)
-    cfg.run.init_weights = fix(cfg.run.init_weights)
-
-
 def best_checkpoint(result):
     """The reported checkpoint with the highest score (else the latest)."""
     scored = [(m.get("score", -1.0), c) for c, m in (result.best_checkpoints or [])]
@@ -84,17 +69,20 @@ def train(cfg: TrainConfig) -> dict:
     from playerseg.ray_cluster import init_ray
     from playerseg.train.export import export_model
 
-    _absolute_paths(cfg)
+    resolve_paths(cfg)  # `load` did it; a config built in code gets it here
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     dump(cfg, run_dir / "config.yaml")
+    failures_file = run_dir / "failures.txt"  # the samples the workers skipped (UnetFamily.finish)
+    failures_file.unlink(missing_ok=True)  # a resumed run reads its data again and says anew
     init_ray(dashboard=True, quiet=False)  # Train V2 needs the dashboard; the workers print the progress
     t0 = time.perf_counter()
     result = build_trainer(cfg).fit()
     seconds = time.perf_counter() - t0
     ckpt = best_checkpoint(result)
     out = {"run_dir": str(run_dir), "checkpoint": ckpt.path if ckpt else None, "metrics": result.metrics,
-           "seconds": seconds, "export": []}
+           "seconds": seconds, "export": [],
+           "failures": failures_file.read_text().strip() if failures_file.is_file() else ""}
     if ckpt is not None and cfg.export.formats:
         extra = {"train_seconds": seconds, "run_dir": str(run_dir)}
         with ckpt.as_directory() as d:
@@ -130,4 +118,7 @@ def run(args: argparse.Namespace) -> int:
     print("last epoch: " + ", ".join(f"{k}={m[k]:.4f}" for k in keys if isinstance(m[k], float)))
     for path in out["export"]:
         print(f"exported: {path}")
+    if out["failures"]:  # trained on the rest; the exit rule of every job: something failed -> 1
+        print(f"skipped samples ({out['run_dir']}/failures.txt): {out['failures']}")
+        return 1
     return 0

@@ -62,7 +62,6 @@ class Family:
     config: str  # "module:Class" of the training config
     trainer_module: str  # exposes build_trainer(cfg) -> TorchTrainer (the one `playerseg train` runs)
     forced: dict = field(default_factory=dict)  # values every trial needs (e.g. validate every epoch)
-    absolute_paths: str = ""  # "module:function" making a config's local paths absolute (trials run elsewhere)
     pbt: bool = False  # its training loop starts from run.init_from (loop.init_checkpoint): PBT can exploit
     weights_keys: tuple[str, ...] = ()  # config keys / sections that shape the weights: never PBT-mutated
 
@@ -73,9 +72,8 @@ class Family:
 
 FAMILIES: dict[str, Family] = {
     "unet": Family("playerseg.train.config:TrainConfig", "playerseg.train.trainer", {"val.every": 1},
-                   "playerseg.train.trainer:_absolute_paths", pbt=True, weights_keys=("model", "data.classes")),
-    "sam": Family("playerseg.sam.train:SamTrainConfig", "playerseg.sam.train", {},
-                  "playerseg.sam.train:absolute_paths", pbt=True,
+                   pbt=True, weights_keys=("model", "data.classes")),
+    "sam": Family("playerseg.sam.train:SamTrainConfig", "playerseg.sam.train", {}, pbt=True,
                   weights_keys=("sam.model_type", "sam.checkpoint", "sam.mode", "sam.last_n", "sam.head_hidden",
                                 "data.classes")),
 }
@@ -108,15 +106,12 @@ def experiment_dir(cfg: SweepConfig) -> Path:
 
 
 def base_config(cfg: SweepConfig):
-    """The family's training config from `cfg.config` + `cfg.overrides`, local paths made absolute."""
+    """The family's training config from `cfg.config` + `cfg.overrides` (`load` makes its local paths
+    absolute: trials run in other processes, nodes and folders)."""
     from playerseg.config import load
 
     family = FAMILIES[cfg.family]
-    base = load(family.config_cls(), cfg.config or None, cfg.overrides)
-    if family.absolute_paths:  # trials run in other processes / nodes / folders
-        module, name = family.absolute_paths.split(":")
-        getattr(importlib.import_module(module), name)(base)
-    return base
+    return load(family.config_cls(), cfg.config or None, cfg.overrides)
 
 
 def trial_config(family: Family, base_tree: dict, values: dict, trials_dir: str, trial_id: str):
