@@ -28,10 +28,12 @@ def path_field(default: str = "", *, may_not_exist: bool = False):
 
 def resolve_paths(cfg) -> None:
     """Make the relative local paths of every `path_field` of `cfg` (nested, lists too) absolute."""
+    from playerseg.io import is_local
+
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         kind = f.metadata.get("path")
-        if kind and isinstance(value, str) and value and ("://" not in value or value.startswith("file://")):
+        if kind and isinstance(value, str) and value and is_local(value):
             local = Path(value.removeprefix("file://"))
             if not local.is_absolute() and (kind == "any" or local.exists()):
                 setattr(cfg, f.name, str(local.resolve()))

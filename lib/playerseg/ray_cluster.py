@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 from playerseg.data.errors import DataError, Failures
 
 log = logging.getLogger(__name__)
-USER_ERRORS = (DataError, OSError, ValueError)
+TASK_ERRORS = (DataError, OSError, ValueError)  # a bad input of one item: named, the others go on
 
 
 def init_ray(address: str | None = None, *, num_cpus: int | None = None, dashboard: bool = False,
@@ -58,7 +58,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, dashboa
 def map_items(items: Sequence, fn: Callable, *, num_cpus: float, what: str | None = None,
               name: Callable[[Any], str] = str, unit: str = "item", size: Callable[[Any], int] = lambda item: 1,
               concurrency: int | None = None, fn_kwargs: dict | None = None,
-              errors: tuple[type[BaseException], ...] = USER_ERRORS) -> tuple[list[tuple[Any, Any]], Failures]:
+              errors: tuple[type[BaseException], ...] = TASK_ERRORS) -> tuple[list[tuple[Any, Any]], Failures]:
     """`fn(item, **fn_kwargs)` for every item, each in its own Ray task (`num_cpus` each, at most
     `concurrency` at a time); items and results cross as JSON. Returns (done, failures): `done` the
     (item, result) pairs of the items that completed, in item order; `failures` one entry per item

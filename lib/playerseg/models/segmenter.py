@@ -155,7 +155,7 @@ class Segmenter:
             state = read_weights(weights)
         elif (root / CHECKPOINT_FILE).is_file():
             weights = root / CHECKPOINT_FILE
-            state = load_checkpoint(weights)["model"]
+            state = read_weights(weights)["model"]
         else:
             raise FileNotFoundError(f"{root}: neither {WEIGHTS_FILE} nor {CHECKPOINT_FILE}")
         try:
@@ -244,12 +244,6 @@ def weights_sha256(path: str) -> str:
 
 # ---- the single-file kinds of Segmenter.load ---------------------------------------------------
 _FILE_KINDS = {"onnx": ".onnx", "pt2": ".pt2", "torchscript": (".ts", ".torchscript"), "sam_head": ".pt"}
-
-
-def load_checkpoint(path, map_location="cpu") -> dict:
-    """A training checkpoint's dict (`checkpoint.pt`: "model", optimizer, ... states), read by
-    `io.read_weights`: tensors and plain values only, DataError naming the file otherwise."""
-    return read_weights(path, map_location)
 
 
 def _meta_parts(meta: dict) -> tuple[TaskClasses, Preprocess, tuple]:

@@ -24,11 +24,12 @@ from playerseg.classes import TaskClasses
 from playerseg.config import from_dict
 from playerseg.data.errors import Failures
 from playerseg.data.registry import build_reader
+from playerseg.io import read_weights
 from playerseg.losses import PartialLabelLoss
 from playerseg.metrics.semantic import REFERENCE_HEIGHT
 from playerseg.metrics.sources import SourceMeter
 from playerseg.models.registry import build_model, normalisation
-from playerseg.models.segmenter import CHECKPOINT_FILE, META_FILE, Preprocess, load_checkpoint, model_meta
+from playerseg.models.segmenter import CHECKPOINT_FILE, META_FILE, Preprocess, model_meta
 from playerseg.optim import SWA, build_optimizer, build_scheduler
 from playerseg.train.config import TrainConfig
 from playerseg.train.dataset import CropDataset, FrameStore, box_lists
@@ -204,7 +205,7 @@ class UnetFamily(Family):
             "train_frames": len(self.train_set.store), "val_frames": len(self.val_set)}}
 
     def load(self, folder: Path) -> dict:
-        return load_checkpoint(folder / CHECKPOINT_FILE, map_location=self.worker.device)
+        return read_weights(folder / CHECKPOINT_FILE, map_location=self.worker.device)
 
     def restore(self, state: dict, resume: bool) -> None:
         unwrap(self.model).load_state_dict(state["train_model"])
