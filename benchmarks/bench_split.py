@@ -6,12 +6,17 @@ post-processes the same probabilities (source resolution, as `playerseg evaluate
     .venv/bin/python benchmarks/bench_split.py [--model models/unet_effl0_broadcast_v2]
         [--data-from configs/unet_broadcast_v2.yaml] [--max-frames N]
 
+    .venv/bin/python benchmarks/bench_split.py --split train   # the split the thresholds are chosen on
+
 Variants: `none` (components only), `core` (split at valleys of P(player), `split_core`), `pitch`
-(players must stand on the pitch, `on_pitch`), `core+pitch` (the defaults), `+wide` (also
-`split_wide=0.7`).
+(players must stand on the pitch, `on_pitch`), `core+pitch`, `core+pitch+size` (the defaults: also
+blobs of several players' size cut into that many, `split_size`), `+size1.6` / `+size2.0` (other
+size thresholds). Figures: people recall, precision (box IoU 0.5) and COCO box AP50.
 """
 import argparse
+import contextlib
 import dataclasses
+import io
 import time
 
 import numpy as np
@@ -21,18 +26,21 @@ from playerseg.data.reader import Subset
 from playerseg.data.registry import build_reader, iter_samples
 from playerseg.evaluate import data_section
 from playerseg.infer.postprocess import PostprocessConfig, postprocess
+from playerseg.metrics.instance import InstanceMeter
 from playerseg.metrics.sources import match_boxes
 from playerseg.models import DEFAULT_MODEL
 from playerseg.models.segmenter import Segmenter
 
-BASE = PostprocessConfig(instance_classes=["player"], split_core=0.0, on_pitch=0.0)
+BASE = PostprocessConfig(instance_classes=["player"], split_core=0.0, on_pitch=0.0, split_size=0.0)
+DEFAULT = PostprocessConfig(instance_classes=["player"])
 VARIANTS = {
     "none": BASE,
     "core": dataclasses.replace(BASE, split_core=PostprocessConfig.split_core),
     "pitch": dataclasses.replace(BASE, on_pitch=PostprocessConfig.on_pitch),
-    "core+pitch": dataclasses.replace(BASE, split_core=PostprocessConfig.split_core, on_pitch=PostprocessConfig.on_pitch),
-    "+wide": dataclasses.replace(BASE, split_core=PostprocessConfig.split_core, on_pitch=PostprocessConfig.on_pitch,
-                                 split_wide=0.7),
+    "core+pitch": dataclasses.replace(DEFAULT, split_size=0.0),
+    "core+pitch+size": DEFAULT,
+    "+size1.6": dataclasses.replace(DEFAULT, split_size=1.6),
+    "+size2.0": dataclasses.replace(DEFAULT, split_size=2.0),
 }
 
 
@@ -41,15 +49,17 @@ def main() -> None:
     p.add_argument("--model", default=str(DEFAULT_MODEL))
     p.add_argument("--data-from", default="configs/unet_broadcast_v2.yaml")
     p.add_argument("--max-frames", type=int, default=0)
+    p.add_argument("--split", default="val", help="val (default) or train: the split to measure on")
     args = p.parse_args()
     seg = Segmenter.load(args.model, device="cpu", runtime="auto")
     player = seg.classes.player
-    print(f"model {args.model}; people recall / precision at box IoU 0.5 on the val split")
+    print(f"model {args.model}; people recall / precision at box IoU 0.5, box AP50, on the {args.split} split")
     for src in data_section(args.data_from).source_list():
-        reader = build_reader(src, "val")
+        reader = build_reader(src, args.split)
         if args.max_frames:
-            reader = Subset(reader, reader.keys()[: args.max_frames], "val")
+            reader = Subset(reader, reader.keys()[: args.max_frames], args.split)
         counts = {v: [0, 0, 0] for v in VARIANTS}  # tp, truth, detections
+        meters = {v: InstanceMeter(seg.classes) for v in VARIANTS}
         frames, start = 0, time.perf_counter()
         for sample in iter_samples(reader, Failures()):
             truth = np.array([i.box for i in sample.instances if i.class_id == player], np.float64).reshape(-1, 4)
@@ -64,13 +74,21 @@ def main() -> None:
                 c[0] += match_boxes(boxes, np.array([i.score for i in found]), truth)
                 c[1] += len(truth)
                 c[2] += len(boxes)
+                meter = meters[name]
+                image_id = meter.add_ground_truth(dataclasses.replace(
+                    sample, instances=[i for i in sample.instances if i.class_id == player]))
+                meter.add_detections([{"image_id": image_id, "category_id": player, "score": i.score,
+                                       "bbox": [i.box[0], i.box[1], i.box[2] - i.box[0], i.box[3] - i.box[1]]}
+                                      for i in found])
         if not frames:
             continue
         print(f"\n{src.name}: {frames} frames with players ({time.perf_counter() - start:.0f} s)")
-        print("| variant | recall | precision | F1 |\n| --- | ---: | ---: | ---: |")
+        print("| variant | recall | precision | F1 | box AP50 |\n| --- | ---: | ---: | ---: | ---: |")
         for name, (tp, gt, det) in counts.items():
             r, pr = tp / gt, tp / max(1, det)
-            print(f"| {name} | {r:.3f} | {pr:.3f} | {2 * r * pr / max(1e-9, r + pr):.3f} |", flush=True)
+            with contextlib.redirect_stdout(io.StringIO()):  # pycocotools' own tables
+                ap50 = meters[name].compute("bbox")["AP50"]
+            print(f"| {name} | {r:.3f} | {pr:.3f} | {2 * r * pr / max(1e-9, r + pr):.3f} | {ap50:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
 """Post-processing: probabilities -> player / LED-board instances, and their RLE at source size."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -183,27 +185,56 @@ def test_instance_records_at_source_resolution():
     assert row["bbox"] == [100.0, 60.0, 100.0, 240.0]
 
 
-def test_split_wide_cuts_side_by_side_players_only():
-    from playerseg.infer.postprocess import split_wide
+def perspective_shot():
+    """A 360x640 wide shot (label map) and its player boxes: six single players whose size grows
+    with their foot row (perspective) and two players side by side, touching (one blob), feet at 300."""
+    label = np.zeros((360, 640), np.uint8)
+    truth = []
 
-    pair = np.zeros((30, 40), bool)
-    pair[:, 2:12] = pair[:, 15:25] = True
-    pair[12:15, 10:17] = True  # arms touching: one connected blob
-    parts = split_wide(pair, 0.6, 10)
-    assert len(parts) == 2 and not (parts[0] & parts[1]).any() and (parts[0] | parts[1]).sum() == pair.sum()
-    one = np.zeros((30, 12), bool)
-    one[:, 1:11] = True  # an upright player: never cut
-    assert len(split_wide(one, 0.6, 10)) == 1
-    wide_board = np.ones((10, 60), bool)  # wide but no valley: stays whole
-    assert len(split_wide(wide_board, 0.6, 10)) == 1
+    def player(x: int, foot: int) -> None:
+        h = int(16 + 0.08 * foot)
+        w = h * 2 // 5
+        label[foot - h: foot, x: x + w] = PLAYER
+        truth.append((float(x), float(foot - h), float(x + w), float(foot)))
+        return w
+
+    for i, foot in enumerate(range(150, 300, 25)):
+        player(20 + 100 * i, foot)
+    w = player(300, 330)
+    player(300 + w, 330)  # no gap: the pair is one blob
+    return label, truth
 
 
-def test_postprocess_splits_wide_player_blobs_when_asked():
-    classes = TaskClasses()
-    sem = np.zeros((40, 60), np.uint8)
-    sem[5:35, 5:15] = sem[5:35, 18:28] = classes.player
-    sem[15:18, 14:19] = classes.player
-    off, _ = postprocess(sem, classes, PostprocessConfig(split_wide=0.0))
-    on, _ = postprocess(sem, classes, PostprocessConfig(split_wide=0.6))
-    assert len([i for i in off if i.class_id == classes.player]) == 1
-    assert len([i for i in on if i.class_id == classes.player]) == 2
+def player_boxes(instances) -> list[tuple]:
+    return sorted(tuple(i.box) for i in instances if i.class_id == PLAYER)
+
+
+def box_iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_touching_players_of_a_wide_shot_are_split_by_their_size():
+    label, truth = perspective_shot()
+    cfg = PostprocessConfig(split_core=0, on_pitch=0)
+    off = player_boxes(postprocess(label, CLASSES, dataclasses.replace(cfg, split_size=0))[0])
+    on = player_boxes(postprocess(label, CLASSES, cfg)[0])
+    assert len(off) == len(truth) - 1  # the pair is one blob
+    assert len(on) == len(truth)
+    for t in truth:  # every player, the pair's two included, found at box IoU >= 0.7
+        assert max(box_iou(t, b) for b in on) >= 0.7
+    assert on == player_boxes(postprocess(label, CLASSES, cfg)[0])  # deterministic
+
+
+def test_size_split_leaves_close_ups_and_sparse_frames_whole():
+    label, _ = perspective_shot()
+    label[20:300, 500:620] = PLAYER  # a close-up player: taller than split_size_max_height of the frame
+    cfg = PostprocessConfig(split_core=0, on_pitch=0)
+    found = player_boxes(postprocess(label, CLASSES, cfg)[0])
+    assert (500.0, 20.0, 620.0, 300.0) in found
+    few = np.zeros((360, 640), np.uint8)
+    few[200:230, 100:112] = few[200:230, 200:212] = PLAYER
+    few[250:285, 300:328] = PLAYER  # twice a player's size, but only three blobs: nothing to fit
+    assert len(player_boxes(postprocess(few, CLASSES, cfg)[0])) == 3

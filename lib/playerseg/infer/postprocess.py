@@ -12,8 +12,9 @@ Steps, per instance class (player and led_board by default), all at model resolu
      at least that area becomes one instance and the cut pixels go to the nearest core;
      touching players are split at the valleys of P(player) (`split_core`): the pixels of a blob under
      that probability separate its cores, each core of at least `split_core_share` of the blob
-     becomes one player and the valley pixels go to the nearest core; optionally, blobs much wider
-     than tall are cut at the valleys of their column profile (`split_wide`);
+     becomes one player and the valley pixels go to the nearest core; in a wide shot, blobs of
+     several players' size (the size one player has at that row, fitted on the frame's blobs) are cut
+     into that many players by k-means on their pixels (`split_size`);
   4. optional hole filling and convex hull of each instance;
   5. with the frame given, players must stand on the pitch (`on_pitch`): where the frame shows a pitch
      (`playerseg.pitch.pitch_mask`), a wide-shot-sized player with less than that share of grass
@@ -28,6 +29,7 @@ of the full frame, built from the crop only), so overlays and COCO evaluation wo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -51,10 +53,16 @@ class PostprocessConfig:
     convex_hull: bool = False
     split_on_led: bool = True  # split players merged across LED-board pixels
     split_led_threshold: float = 0.25
-    # split player blobs wider than this many times their height (players standing side by side in a
-    # wide shot merge into one component; one upright player is ~0.3-0.6 as wide as tall) at the
-    # deepest valleys of the blob's column profile; 0 = off
-    split_wide: float = 0.0
+    # split player blobs that hold several players by their size: in a frame with at least
+    # `split_size_min_players` player blobs, the area one player has at each height of the frame is
+    # fitted from its blobs (perspective: sqrt(area) linear in the blob's foot row); a blob of at
+    # least this many times that area is cut into round(area / expected) players by k-means on its
+    # pixels' (x * `split_size_xweight`, y): players that touch stand mostly side by side. 0 = off.
+    # Chosen on the detection set's train split (benchmarks/bench_split.py): see the README
+    split_size: float = 1.8
+    split_size_xweight: float = 3.0
+    split_size_min_players: int = 4
+    split_size_max_height: float = 0.25  # only blobs shorter than this share of the frame (not close-ups)
     # split player blobs where P(player) drops under this inside the blob (two touching players meet
     # in a valley of lower probability); 0 = off. Measured on the detection set's held-out matches
     # (benchmarks/bench_split.py): 0.9 raised people recall 0.68 -> 0.73 and precision 0.71 -> 0.73
@@ -123,34 +131,48 @@ def split_on_separator(mask: np.ndarray, separator: np.ndarray, min_area: int) -
     return [mask & (nearest == i) for i in range(1, len(cores) + 1)]
 
 
-def split_wide(mask: np.ndarray, ratio: float, min_area: int) -> list[np.ndarray]:
-    """Cut a blob (its crop) wider than `ratio` x its height into side-by-side parts at the deepest
-    valleys of its column profile: about one part per half-height of width. Parts under `min_area`
-    stay with their neighbour; a blob with no valley deeper than 70% of its peaks stays whole."""
-    h, w = mask.shape
-    if ratio <= 0 or w <= ratio * h or h < 4:
-        return [mask]
-    profile = np.convolve(mask.sum(0).astype(np.float64), np.ones(3) / 3, mode="same")
-    parts = max(2, int(round(w / (0.5 * h))))
-    gap = max(2, int(0.3 * h))
-    interior = np.arange(gap, w - gap)
-    valleys = [x for x in interior if profile[x] <= profile[max(0, x - gap): x + gap + 1].min()
-               and profile[x] < 0.7 * min(profile[:x].max(), profile[x + 1:].max())]
-    cuts: list[int] = []
-    for x in sorted(valleys, key=lambda x: profile[x]):
-        if len(cuts) < parts - 1 and all(abs(x - c) >= gap for c in cuts):
-            cuts.append(int(x))
-    if not cuts:
-        return [mask]
+def expected_area(areas: np.ndarray, feet: np.ndarray) -> "Callable[[float], float]":
+    """One player's area as a function of its foot row, fitted on a frame's player blobs: sqrt(area)
+    linear in the foot row (perspective), least squares over the blobs under 1.5x the median area
+    (the single players); the median area where fewer than 6 blobs or a non-increasing fit."""
+    median = float(np.median(areas))
+    single = areas < 1.5 * median
+    if single.sum() >= 6 and np.ptp(feet[single]) > 0:
+        b, a = np.polyfit(feet[single], np.sqrt(areas[single]), 1)
+        if b >= 0:
+            return lambda foot: max(median / 4, (a + b * foot) ** 2)
+    return lambda foot: median
+
+
+def split_by_size(found: list, frame_h: int, cfg: "PostprocessConfig") -> list:
+    """Cut player blobs (tight crop, x0, y0, score) of a wide shot that are several players' size into
+    that many players (see `PostprocessConfig.split_size`); each part keeps its blob's score (the
+    evidence that players stand there is the blob's). Deterministic (k-means from a fixed seed)."""
+    if cfg.split_size <= 0 or len(found) < cfg.split_size_min_players:
+        return found
+    areas = np.array([f[0].sum() for f in found], np.float64)
+    feet = np.array([f[2] + f[0].shape[0] for f in found], np.float64)
+    expected = expected_area(areas, feet)
     out = []
-    for x0, x1 in zip([0, *sorted(cuts)], [*sorted(cuts), w]):
-        part = np.zeros_like(mask)
-        part[:, x0:x1] = mask[:, x0:x1]
-        if part.sum() >= min_area:
-            out.append(part)
-        elif out:
-            out[-1] |= part
-    return out or [mask]
+    for (crop, x0, y0, score), area, foot in zip(found, areas, feet):
+        ref = expected(foot)
+        k = min(5, int(round(area / ref)))
+        if area < cfg.split_size * ref or k < 2 or crop.shape[0] > cfg.split_size_max_height * frame_h:
+            out.append((crop, x0, y0, score))
+            continue
+        ys, xs = np.nonzero(crop)
+        pts = np.c_[xs * cfg.split_size_xweight, ys].astype(np.float32)
+        start = np.minimum(k - 1, (np.argsort(np.argsort(xs, kind="stable")) * k) // len(xs)).astype(np.int32)
+        crit = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5)
+        cv2.setRNGSeed(0)
+        _, labels, _ = cv2.kmeans(pts, k, None, crit, 3, cv2.KMEANS_PP_CENTERS)
+        labels = labels.ravel()
+        for c in range(k):
+            if (labels == c).any():
+                part = np.zeros_like(crop)
+                part[ys[labels == c], xs[labels == c]] = True
+                out.append((*_tight(part, x0, y0), score))
+    return out
 
 
 def _tight(crop: np.ndarray, x0: int, y0: int) -> tuple[np.ndarray, int, int]:
@@ -201,12 +223,17 @@ def postprocess(
                 parts = [q for part in parts
                          for q in split_on_separator(part, proba[cid, y0:y1, x0:x1] < cfg.split_core,
                                                      max(min_area, int(cfg.split_core_share * part.sum())))]
-            if cfg.split_wide > 0 and cid == classes.player:
-                parts = [q for part in parts for q in split_wide(part, cfg.split_wide, min_area)]
-            found += [(part, x0, y0) for part in parts]
+            found += [_tight(part, x0, y0) for part in parts]
+        # (crop, x0, y0, score): the mean probability of the class over the blob's pixels
+        found = [(c, x0, y0, float(proba[cid, y0 : y0 + c.shape[0], x0 : x0 + c.shape[1]][c].mean())
+                  if proba is not None else 1.0) for c, x0, y0 in found]
+        if cid == classes.player:
+            if grass is not None:  # players stand on the pitch (before the frame's sizes are fitted)
+                found = [f for f in found if f[0].shape[0] >= cfg.on_pitch_max_height * h
+                         or grass_around(grass, (f[1], f[2], f[1] + f[0].shape[1], f[2] + f[0].shape[0])) >= cfg.on_pitch]
+            found = split_by_size(found, h, cfg)
         found.sort(key=lambda f: -int(f[0].sum()))
-        for crop, x0, y0 in found[: cfg.max_instances]:
-            crop, x0, y0 = _tight(crop, x0, y0)
+        for crop, x0, y0, score in found[: cfg.max_instances]:
             if cfg.fill_holes:
                 crop = fill_holes(crop)
             if cfg.convex_hull:
@@ -214,11 +241,7 @@ def postprocess(
             ch, cw = crop.shape
             m = np.zeros((h, w), bool)
             m[y0 : y0 + ch, x0 : x0 + cw] = crop
-            score = float(proba[cid, y0 : y0 + ch, x0 : x0 + cw][crop].mean()) if proba is not None else 1.0
             box = (float(x0), float(y0), float(x0 + cw), float(y0 + ch))
-            if (grass is not None and cid == classes.player and ch < cfg.on_pitch_max_height * h
-                    and grass_around(grass, box) < cfg.on_pitch):
-                continue
             instances.append(Instance(class_id=cid, box=box, mask=m, label=name, score=score))
     return instances, semantic
 
