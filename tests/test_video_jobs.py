@@ -130,6 +130,23 @@ def test_render_a_time_range(videos, tmp_path):
     assert video_stats(out)["frames"] == 20  # frames 10..29 at 25 fps
 
 
+def test_render_keeps_the_frames_infer_kept(videos, tmp_path):
+    """keep_fps draws the frames `infer --set fps=X` kept (the demo's quick look), at that rate."""
+    import av
+
+    clip = str(videos / "clip.mp4")
+    preds = _predictions(str(tmp_path / "pred.parquet"), "clip", 48)
+    out = str(tmp_path / "half.mp4")
+    run_render(RenderConfig(source=clip, out=out, predictions=preds, keep_fps=12.5, segment_seconds=0.5))
+    assert video_stats(out)["frames"] == 24 and video_stats(out)["fps"] == 12.5
+    with av.open(out) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    seq = list(decode_sequential(clip))
+    assert np.abs(frames[15].astype(int) - seq[30].image).sum(-1)[20:35, 60:90].mean() < 25  # frame 30 drawn 15th
+    assert np.abs(frames[15].astype(int) - seq[31].image).sum(-1)[20:35, 60:90].mean() > \
+        np.abs(frames[15].astype(int) - seq[30].image).sum(-1)[20:35, 60:90].mean()
+
+
 def test_render_from_extracted_images(videos, tmp_path):
     run_extract(ExtractConfig(inputs=[str(videos / "clip.mp4")], out=str(tmp_path / "fr"), segment_seconds=1.0))
     out = str(tmp_path / "from_images.mp4")

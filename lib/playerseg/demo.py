@@ -1,7 +1,7 @@
 """`playerseg demo`: the whole pipeline on a fresh machine, no cluster needed, in a few minutes.
 
-    playerseg demo                                   # first 3 s of each sample clip, committed model
-    playerseg demo --whole                           # the whole clips
+    playerseg demo                                   # first 3 s of each sample clip at 12.5 frames/s
+    playerseg demo --whole                           # the whole clips, every frame
     playerseg demo --seconds 10 --out outputs/demo10
     playerseg demo --model models/unet_effl0_acme --out outputs/demo
     playerseg demo --train-epochs 4                  # always train the small model first
@@ -9,7 +9,8 @@
 1. starts local Ray (or joins `--address`);
 2. inputs: the sample clips in `../shared/data/videos` when present, else a synthetic clip it
    generates (synthetic scenes: for trying the machinery, not for judging accuracy); the first
-   `--seconds` of each (`--whole`: all of it);
+   `--seconds` of each at `--fps` frames per second (the overlay video plays at that rate; `--whole`:
+   every frame of the whole clips);
 3. model: `--model` when given, else the committed model (`playerseg.models.DEFAULT_MODEL`) when
    present, else it trains a small Unet for a few minutes with `playerseg train unet` (Acme frames
    when present, else a synthetic set);
@@ -32,6 +33,7 @@ from playerseg.io import shared_data_dir
 
 log = logging.getLogger(__name__)
 UNIT_SECONDS = 2.0  # inference / render work unit in the demo
+DEMO_FPS = 12.5  # frames per second of the quick look: ~40 frames per clip, a third of the 25-60 fps clips
 TRAIN_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "unet_acme.yaml"
 
 
@@ -41,7 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", "--output", dest="output", default="outputs/demo",
                    help="where everything goes (default outputs/demo)")
     p.add_argument("--seconds", type=float, default=3.0, help="the first this many seconds of each clip (default 3)")
-    p.add_argument("--whole", action="store_true", help="the whole clips (a few minutes on 2 CPUs)")
+    p.add_argument("--fps", type=float, default=DEMO_FPS, dest="demo_fps",
+                   help=f"frames per second of the quick look (default {DEMO_FPS:g}; ignored with --whole)")
+    p.add_argument("--whole", action="store_true", help="every frame of the whole clips (15+ minutes on 2 CPUs)")
     p.add_argument("--train-epochs", type=int, default=0,
                    help="train the small model for this many epochs even if a model exists (default 4 when training)")
     p.add_argument("--address", help="Ray cluster address (default: local Ray)")
@@ -107,21 +111,25 @@ def run(args) -> int:
     t0 = time.time()
     if not args.whole and args.seconds <= 0:
         raise ConfigError(f"--seconds {args.seconds}: must be more than 0 (or --whole for the whole clips)")
+    if not args.whole and args.demo_fps <= 0:
+        raise ConfigError(f"--fps {args.demo_fps}: must be more than 0 (or --whole for every frame)")
     for item in args.inputs:
         require_path(item, "input", "give videos or folders of videos")
     if args.model:
         require_path(args.model, "model", "check --model (a model folder, checkpoint or run folder)")
     end = None if args.whole else args.seconds
+    keep_fps = None if args.whole else args.demo_fps
     out = Path(args.output).resolve()
     out.mkdir(parents=True, exist_ok=True)
     init_ray(args.address)
     videos, source = demo_inputs(args.inputs, out)
     model, model_source = pick_model(args, out)
-    print(f"demo: {len(videos)} video(s) ({source}), {'whole clips' if end is None else f'first {end:g} s of each'}; "
+    print(f"demo: {len(videos)} video(s) ({source}), "
+          f"{'whole clips' if end is None else f'first {end:g} s of each at {keep_fps:g} frames/s'}; "
           f"model {model} ({model_source})", flush=True)
     # short units: progress every few seconds of video, and the clips spread over the model actors
     cfg = from_args(InferConfig, args, base={"model": model, "inputs": videos, "output": str(out / "infer"),
-                                              "end": end, "segment_seconds": UNIT_SECONDS})
+                                              "end": end, "fps": keep_fps, "segment_seconds": UNIT_SECONDS})
     summary = run_inference(cfg, overwrite=True)
     renders, clips, render_failures = [], [], []
     ids = video_ids(videos)
@@ -130,7 +138,8 @@ def run(args) -> int:
         target = out / "render" / f"{vid.replace('/', '__')}_overlay.mp4"
         try:
             run_render(RenderConfig(source=video, predictions=summary["predictions"], out=str(target),
-                                    video_id=vid, labels=True, end=end, segment_seconds=UNIT_SECONDS))
+                                    video_id=vid, labels=True, end=end, keep_fps=keep_fps,
+                                    segment_seconds=UNIT_SECONDS))
             renders.append(str(target))
             clips.append(clip_report(str(out), vid, str(target.relative_to(out)), summary["predictions"],
                                      summary["frames"]))
@@ -139,11 +148,12 @@ def run(args) -> int:
     failures = [f"{f['what']}: {f['error']}" for f in summary["failures"]] + [f"render {f}" for f in render_failures]
     page = write_index(str(out), clips, failures, {
         "inputs": f"{len(videos)} video(s), {source}", "model": f"{model} ({model_source})",
-        "frames": f"{summary['frames_written']} ({'whole clips' if end is None else f'first {end:g} s of each clip'})",
+        "frames": f"{summary['frames_written']} ({'whole clips' if end is None else f'first {end:g} s of each clip at {keep_fps:g} frames/s'})",
         "inference": f"{summary['wall_seconds']} s, {summary['frames_per_second']} frames/s",
         "total": f"{time.time() - t0:.0f} s"})
     print("\n=== playerseg demo ===")
-    print(f"inputs : {len(videos)} video(s), {source}" + ("" if end is None else f", first {end:g} s of each (--whole: all)"))
+    print(f"inputs : {len(videos)} video(s), {source}"
+          + ("" if end is None else f", first {end:g} s of each at {keep_fps:g} frames/s (--whole: every frame)"))
     print(f"model  : {model} ({model_source})")
     print_summary(summary)
     for r, c in zip(renders, clips):

@@ -51,7 +51,10 @@ class RenderConfig:
     track_ids: bool = True  # draw "#<track_id>" above tracked players (predictions with a track_id column)
     alpha: float = cfgmod.at_least(0.0, 0.45)
     min_score: float = 0.0
-    fps: float | None = cfgmod.at_least(0.0, None, above=True)  # default: the source's
+    fps: float | None = cfgmod.at_least(0.0, None, above=True)  # output rate; default: the source's (or keep_fps)
+    # draw only the frames `playerseg infer --set fps=X` kept: at most this many per second (the first
+    # frame of each 1/X s, the frame source's rule); the output plays at this rate
+    keep_fps: float | None = cfgmod.at_least(0.0, None, above=True)
     start: float | None = None  # video source: frames from this time on (seconds)
     end: float | None = None  # video source: frames before this time (seconds)
     segment_seconds: float = cfgmod.at_least(0.0, 10.0, above=True)
@@ -105,7 +108,8 @@ def load_instances(path: str | None, video_id: str, start: int, end: int, min_sc
 def open_source(cfg: RenderConfig) -> tuple[str, str, list[Unit]]:
     """(video_id, fps as 'num/den' or a number, units of consecutive frames) of the source, planned
     by the frame source (`playerseg.video.frames`: same ids and frame numbers as `infer`)."""
-    units, failures = plan_units([cfg.source], cfg.segment_seconds, start_seconds=cfg.start, end_seconds=cfg.end)
+    units, failures = plan_units([cfg.source], cfg.segment_seconds, fps=cfg.keep_fps, start_seconds=cfg.start,
+                                 end_seconds=cfg.end)
     if failures:
         what, error = failures.items[0]
         raise DataError(what, error.removeprefix(f"{what}: "))
@@ -114,7 +118,7 @@ def open_source(cfg: RenderConfig) -> tuple[str, str, list[Unit]]:
     kind = units[0].kind
     if kind == "video":
         seg = units[0].spec["segment"]
-        return cfg.video_id or units[0].group, str(cfg.fps or seg.get("rate") or seg["fps"]), units
+        return cfg.video_id or units[0].group, str(cfg.fps or cfg.keep_fps or seg.get("rate") or seg["fps"]), units
     if kind == "frames":
         return cfg.video_id or units[0].group, str(cfg.fps or units[0].spec.get("rate") or 25), units
     ids: dict[str, list[Unit]] = {}
@@ -176,7 +180,7 @@ def run_render(cfg: RenderConfig) -> dict:
     init_ray(cfg.address)
     vid, fps, units = open_source(cfg)
     opts = {k: getattr(cfg, k) for k in ("predictions", "ground_truth", "mode", "color_by", "labels", "alpha", "min_score", "crf", "preset",
-                                 "start", "end", "track_ids")}
+                                 "start", "end", "track_ids", "keep_fps")}
     # parts are reused only while options and content are unchanged (source, predictions, ground truth)
     content = [sorted({json.dumps(u.source, sort_keys=True) for u in units}),
                tree_fingerprint(cfg.predictions) if cfg.predictions else "",
@@ -231,6 +235,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-track-ids", dest="track_ids", action="store_false", default=None,
                    help="do not draw #track_id above tracked players")
     p.add_argument("--fps", type=float, help="output fps (default: the source's)")
+    p.add_argument("--keep-fps", type=float,
+                   help="draw at most this many frames per second: the frames `infer --set fps=X` kept")
     p.add_argument("--start", type=float, help="video source: start at this time (seconds)")
     p.add_argument("--end", type=float, help="video source: stop before this time (seconds)")
     p.add_argument("--segment-seconds", type=float)
@@ -241,7 +247,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 _FLAGS = {k: k for k in ("source", "out", "predictions", "ground_truth", "video_id", "mode", "color_by", "labels", "track_ids",
-                         "fps", "start", "end", "segment_seconds", "num_cpus", "concurrency", "address")}
+                         "fps", "keep_fps", "start", "end", "segment_seconds", "num_cpus", "concurrency", "address")}
 
 
 def config_from_args(args: argparse.Namespace) -> RenderConfig:
@@ -274,7 +280,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"no --predictions: segmenting {cfg.source} into {out} first", flush=True)
         init_ray(cfg.address)
         summary = run_inference(InferConfig(model=model, inputs=[cfg.source], output=out, start=cfg.start,
-                                            end=cfg.end))
+                                            end=cfg.end, fps=cfg.keep_fps))
         print_summary(summary)
         if summary["failures"]:
             return 1
