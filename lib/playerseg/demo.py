@@ -1,6 +1,6 @@
 """`playerseg demo`: the whole pipeline on a fresh machine, no cluster needed, in a few minutes.
 
-    playerseg demo                                   # first 3 s of each sample clip at 12.5 frames/s
+    playerseg demo                                   # first 2 s of each sample clip at 12.5 frames/s
     playerseg demo --whole                           # the whole clips, every frame
     playerseg demo --seconds 10 --out outputs/demo10
     playerseg demo --model models/unet_effl0_acme --out outputs/demo
@@ -32,8 +32,8 @@ from playerseg.infer.pipeline import InferConfig
 from playerseg.io import shared_data_dir
 
 log = logging.getLogger(__name__)
-UNIT_SECONDS = 2.0  # inference / render work unit in the demo
-DEMO_FPS = 12.5  # frames per second of the quick look: ~40 frames per clip, a third of the 25-60 fps clips
+UNIT_SECONDS = 1.0  # inference / render work unit in the demo: first results after a few seconds of video
+DEMO_FPS = 12.5  # frames per second of the quick look: 25 frames per clip, 1/2 to 1/5 of the 25-60 fps clips
 TRAIN_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "unet_acme.yaml"
 
 
@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="a trained model / checkpoint / run folder (default: committed model, else train)")
     p.add_argument("--out", "--output", dest="output", default="outputs/demo",
                    help="where everything goes (default outputs/demo)")
-    p.add_argument("--seconds", type=float, default=3.0, help="the first this many seconds of each clip (default 3)")
+    p.add_argument("--seconds", type=float, default=2.0, help="the first this many seconds of each clip (default 2)")
     p.add_argument("--fps", type=float, default=DEMO_FPS, dest="demo_fps",
                    help=f"frames per second of the quick look (default {DEMO_FPS:g}; ignored with --whole)")
     p.add_argument("--whole", action="store_true", help="every frame of the whole clips (15+ minutes on 2 CPUs)")
