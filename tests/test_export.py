@@ -123,6 +123,42 @@ def test_folder_on_onnxruntime_exports_once_into_the_cache(tmp_path, model_cache
     np.testing.assert_array_equal(first.predict_proba(frames), again.predict_proba(frames))
 
 
+def test_a_folder_runs_its_own_onnx_while_its_weights_are_unchanged(tmp_path, model_cache, monkeypatch, caplog):
+    """`playerseg export --format safetensors,onnx` into a folder: loading it on ONNX Runtime runs
+    that file (a fresh machine exports nothing); weights replaced in place are exported afresh."""
+    import shutil
+
+    from playerseg.cli import main
+    from playerseg.models import formats
+
+    small, shipped = tmp_path / "small", tmp_path / "shipped"
+    _tiny_model(small)
+    assert main(["export", str(small), "--format", "safetensors,onnx", "--out", str(shipped)]) == 0
+    before = set((model_cache / "onnx").glob("*.onnx")) if (model_cache / "onnx").is_dir() else set()
+
+    def no_export(*a, **k):
+        raise AssertionError("exported although the folder ships its ONNX")
+
+    with monkeypatch.context() as m:
+        m.setattr(formats, "write_onnx", no_export)
+        seg = Segmenter.load(shipped, device="cpu", runtime="onnxruntime")
+    frames = _frames(1, (72, 136), 2)
+    eager = Segmenter.load(shipped, device="cpu", runtime="torch")
+    assert np.abs(seg.predict_proba(frames) - eager.predict_proba(frames)).max() < TOL
+
+    other = tmp_path / "other"
+    _tiny_model(other, seed=1)
+    assert main(["export", str(other), "--format", "safetensors", "--out", str(other / "exp")]) == 0
+    shutil.copy2(other / "exp" / "model.safetensors", shipped / "model.safetensors")  # replaced in place
+    with caplog.at_level("WARNING"):
+        changed = Segmenter.load(shipped, device="cpu", runtime="onnxruntime")
+    assert "weights changed since" in caplog.text
+    assert set((model_cache / "onnx").glob("*.onnx")) - before  # exported afresh
+    eager_changed = Segmenter.load(shipped, device="cpu", runtime="torch")
+    assert np.abs(changed.predict_proba(frames) - eager_changed.predict_proba(frames)).max() < TOL
+    assert np.abs(changed.predict_proba(frames) - seg.predict_proba(frames)).max() > TOL
+
+
 def test_onnxruntime_threads_follow_torch(tmp_path):
     from playerseg.models.runtime import OnnxModel
 
@@ -138,12 +174,12 @@ def test_onnxruntime_threads_follow_torch(tmp_path):
     assert Segmenter.load(small, device="cpu", runtime="onnxruntime", threads=2).model.threads == 2
 
 
-def _tiny_model(path):
+def _tiny_model(path, seed: int = 0):
     from playerseg.classes import TaskClasses
     from playerseg.models.registry import ModelConfig, build_model
     from playerseg.models.segmenter import Preprocess, model_meta
     from playerseg.train.unet import write_model_dir
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     cfg = ModelConfig(encoder_weights="", decoder_channels=[8, 8, 8, 8, 8], num_classes=3)
     write_model_dir(path, build_model(cfg).state_dict(), model_meta(cfg, TaskClasses(), Preprocess(scale=0.5)))

@@ -36,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 WHEELS = ["segmentation_models_pytorch", "pycocotools", "PyYAML", "fsspec"]  # names as in constraints.txt
 MODELS = ["unet_effl0_broadcast_v2", "unet_effl0_broadcast"]
-SKIP = {"__pycache__"}
+SKIP = {"__pycache__", "model.onnx"}  # the GPU phases run torch: a model folder's ONNX (21 MB) stays home
 
 
 def pinned(name: str, constraints: Path = ROOT / "constraints.txt") -> str:

@@ -108,6 +108,26 @@ def cache_key(weights: Path, meta: dict) -> str:
     return h.hexdigest()
 
 
+def shipped_onnx(weights: Path) -> Path | None:
+    """The model folder's own `model.onnx` when it is the export of `weights` (`playerseg export
+    ... --format safetensors,onnx` records the weights' sha256 in it): no export on a fresh
+    machine. None when absent or when the weights changed since (the cache exports them again)."""
+    import onnx
+
+    from playerseg.io import sha256_file
+
+    path = weights.parent / "model.onnx"
+    if not path.is_file():
+        return None
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    recorded = json.loads(props.get("model.json", "{}")).get("weights_sha256")
+    if recorded == sha256_file(str(weights)):
+        return path
+    log.warning("%s: not the export of %s (%s); using an export of the weights instead", path, weights.name,
+                "weights changed since" if recorded else "no weights_sha256 recorded")
+    return None
+
+
 def cached_onnx(weights: Path, meta: dict, model, classes, preprocess) -> Path:
     """The ONNX export of a model folder's torch `model` (weights file `weights`, `meta` its
     model.json): from the cache, exported into it the first time."""

@@ -164,9 +164,9 @@ class Segmenter:
         except (RuntimeError, KeyError, ValueError, TypeError) as e:
             raise DataError(root, f"weights and {META_FILE} do not fit: {str(e).splitlines()[0]}") from None
         if runtime == "onnxruntime":
-            from playerseg.models.runtime import OnnxModel, cached_onnx
+            from playerseg.models.runtime import OnnxModel, cached_onnx, shipped_onnx
 
-            onnx_path = cached_onnx(weights, meta, model, classes, preprocess)
+            onnx_path = shipped_onnx(weights) or cached_onnx(weights, meta, model, classes, preprocess)
             return cls(OnnxModel(str(onnx_path), threads, device), classes, preprocess, tta, "cpu", meta,
                        runtime="onnxruntime")
         return cls(model, classes, preprocess, tta, device, meta, **_torch_settings(device))

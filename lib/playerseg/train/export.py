@@ -5,7 +5,9 @@ TorchScript, with the exact preprocessing beside them (and inside the single-fil
     <out>/preprocess.json     resize scale, pad multiple, mean / std, input / output layout
     <out>/model.safetensors   weights
     <out>/model.onnx          ONNX: N x 3 x H x W normalised float -> logits, dynamic batch / H / W,
-                              model.json + preprocess.json in its metadata_props (ONNX Runtime)
+                              model.json + preprocess.json in its metadata_props (ONNX Runtime); with
+                              safetensors beside it, their sha256: `Segmenter.load` of the folder on
+                              ONNX Runtime runs this file while the weights are unchanged
     <out>/model.pt2           torch.export program, same signature and dynamic axes, model.json inside
     <out>/model.ts            TorchScript (traced; deprecated in torch 2.14: prefer .pt2 or ONNX)
 
@@ -61,9 +63,14 @@ def export_model(source: str, out_dir: str, formats=("safetensors", "torchscript
             save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": meta.get("format", "")})
         if "torchscript" in formats:
             fmt.write_torchscript(model, tmp / FILES["torchscript"], example_hw)
+        graph_meta = {**meta, "weights_dtype": "float32"}
+        if "safetensors" in formats:  # Segmenter.load runs this folder's ONNX only for these weights
+            from playerseg.io import sha256_file
+
+            graph_meta["weights_sha256"] = sha256_file(str(tmp / WEIGHTS_FILE))
         for name, write in _WRITERS.items():
             if name in formats:  # the graph runs fp32, whatever the safetensors' dtype
-                write(model, tmp / FILES[name], {**meta, "weights_dtype": "float32"}, spec)
+                write(model, tmp / FILES[name], graph_meta, spec)
         for card in Path(out_dir).glob("*.md"):  # a model card written by hand stays with its folder
             if not (tmp / card.name).exists():
                 shutil.copy2(card, tmp / card.name)
