@@ -20,7 +20,8 @@ Steps, per instance class (player and led_board by default), all at model resolu
      (`playerseg.pitch.pitch_mask`), a wide-shot-sized player with less than that share of grass
      around it (in the crowd, on a scoreboard or a score graphic, among the staff behind the boards)
      is dropped.
-Score of an instance = mean probability of its class over its mask (1.0 for a label map input).
+Score of an instance = mean probability of its class over its mask before hole filling (1.0 for a
+label map input); the parts of a size split keep their blob's score.
 
 Masks leave at source resolution: `instance_records` maps each instance mask back to the source
 frame (bilinear on the instance crop, pixel centres aligned) and run-length encodes it (COCO RLE
@@ -162,9 +163,8 @@ def split_by_size(found: list, frame_h: int, cfg: "PostprocessConfig") -> list:
             continue
         ys, xs = np.nonzero(crop)
         pts = np.c_[xs * cfg.split_size_xweight, ys].astype(np.float32)
-        start = np.minimum(k - 1, (np.argsort(np.argsort(xs, kind="stable")) * k) // len(xs)).astype(np.int32)
         crit = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5)
-        cv2.setRNGSeed(0)
+        cv2.setRNGSeed(0)  # k-means++ seeding draws from OpenCV's RNG: the same parts every run
         _, labels, _ = cv2.kmeans(pts, k, None, crit, 3, cv2.KMEANS_PP_CENTERS)
         labels = labels.ravel()
         for c in range(k):
