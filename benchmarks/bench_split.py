@@ -9,9 +9,10 @@ post-processes the same probabilities (source resolution, as `playerseg evaluate
     .venv/bin/python benchmarks/bench_split.py --split train   # the split the thresholds are chosen on
 
 Variants: `none` (components only), `core` (split at valleys of P(player), `split_core`), `pitch`
-(players must stand on the pitch, `on_pitch`), `core+pitch`, `core+pitch+size` (the defaults: also
-blobs of several players' size cut into that many, `split_size`), `+size1.6` / `+size2.0` (other
-size thresholds). Figures: people recall, precision (box IoU 0.5) and COCO box AP50.
+(players must stand on the pitch, `on_pitch`), `core+pitch`, `core+pitch+size` (also blobs of several
+players' size cut into that many, `split_size`), `+size1.6` / `+size2.0` (other size thresholds),
+`defaults` (also players under a mean P(player) of 0.75 dropped, `min_player_score`), `+score0.7` /
+`+score0.8`. Figures: people recall, precision (box IoU 0.5) and COCO box AP50.
 """
 import argparse
 import contextlib
@@ -31,16 +32,21 @@ from playerseg.metrics.sources import match_boxes
 from playerseg.models import DEFAULT_MODEL
 from playerseg.models.segmenter import Segmenter
 
-BASE = PostprocessConfig(instance_classes=["player"], split_core=0.0, on_pitch=0.0, split_size=0.0)
+BASE = PostprocessConfig(instance_classes=["player"], split_core=0.0, on_pitch=0.0, split_size=0.0,
+                         min_player_score=0.0)
 DEFAULT = PostprocessConfig(instance_classes=["player"])
+ALL_SCORES = dataclasses.replace(DEFAULT, min_player_score=0.0)
 VARIANTS = {
     "none": BASE,
     "core": dataclasses.replace(BASE, split_core=PostprocessConfig.split_core),
     "pitch": dataclasses.replace(BASE, on_pitch=PostprocessConfig.on_pitch),
-    "core+pitch": dataclasses.replace(DEFAULT, split_size=0.0),
-    "core+pitch+size": DEFAULT,
-    "+size1.6": dataclasses.replace(DEFAULT, split_size=1.6),
-    "+size2.0": dataclasses.replace(DEFAULT, split_size=2.0),
+    "core+pitch": dataclasses.replace(ALL_SCORES, split_size=0.0),
+    "core+pitch+size": ALL_SCORES,
+    "+size1.6": dataclasses.replace(ALL_SCORES, split_size=1.6),
+    "+size2.0": dataclasses.replace(ALL_SCORES, split_size=2.0),
+    "defaults (+score 0.75)": DEFAULT,
+    "+score0.7": dataclasses.replace(DEFAULT, min_player_score=0.7),
+    "+score0.8": dataclasses.replace(DEFAULT, min_player_score=0.8),
 }
 
 

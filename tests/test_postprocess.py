@@ -238,3 +238,13 @@ def test_size_split_leaves_close_ups_and_sparse_frames_whole():
     few[200:230, 100:112] = few[200:230, 200:212] = PLAYER
     few[250:285, 300:328] = PLAYER  # twice a player's size, but only three blobs: nothing to fit
     assert len(player_boxes(postprocess(few, CLASSES, cfg)[0])) == 3
+
+
+def test_players_the_model_half_believes_are_dropped():
+    label = np.zeros((64, 96), np.uint8)
+    label[10:40, 10:20] = label[10:40, 60:70] = PLAYER
+    p = probs(label)
+    p[PLAYER, 10:40, 60:70], p[BG, 10:40, 60:70] = 0.6, 0.35  # player wins the argmax, but weakly
+    kept = player_boxes(postprocess(p, CLASSES)[0])
+    assert kept == [(10.0, 10.0, 20.0, 40.0)]
+    assert len(player_boxes(postprocess(p, CLASSES, PostprocessConfig(min_player_score=0))[0])) == 2

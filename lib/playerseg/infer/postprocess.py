@@ -70,6 +70,10 @@ class PostprocessConfig:
     split_core: float = 0.9
     split_core_share: float = 0.15  # a core must hold this share of its blob to stand alone
     max_instances: int = 200  # per class and frame, largest first
+    # players whose score (mean P(player) over the blob) is under this are dropped: the sunlit grass,
+    # painted logos and crowd specks the model half believes. Chosen on the detection set's train split
+    # (`benchmarks/bench_split.py --split train`): see the README; 0 = keep all
+    min_player_score: float = 0.75
     # least share of grass in a player's surroundings (its box grown by half its height) where the
     # frame shows a pitch; 0 = off. Measured on the detection set's held-out matches
     # (benchmarks/bench_split.py): 0.2 raised people precision 0.73 -> 0.76 at the same recall
@@ -231,7 +235,7 @@ def postprocess(
             if grass is not None:  # players stand on the pitch (before the frame's sizes are fitted)
                 found = [f for f in found if f[0].shape[0] >= cfg.on_pitch_max_height * h
                          or grass_around(grass, (f[1], f[2], f[1] + f[0].shape[1], f[2] + f[0].shape[0])) >= cfg.on_pitch]
-            found = split_by_size(found, h, cfg)
+            found = split_by_size([f for f in found if f[3] >= cfg.min_player_score], h, cfg)
         found.sort(key=lambda f: -int(f[0].sum()))
         for crop, x0, y0, score in found[: cfg.max_instances]:
             if cfg.fill_holes:
