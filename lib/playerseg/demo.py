@@ -119,14 +119,13 @@ def run(args) -> int:
         require_path(args.model, "model", "check --model (a model folder, checkpoint or run folder)")
     end = None if args.whole else args.seconds
     keep_fps = None if args.whole else args.demo_fps
+    span = "whole clips" if end is None else f"first {end:g} s of each at {keep_fps:g} frames/s"
     out = Path(args.output).resolve()
     out.mkdir(parents=True, exist_ok=True)
     init_ray(args.address)
     videos, source = demo_inputs(args.inputs, out)
     model, model_source = pick_model(args, out)
-    print(f"demo: {len(videos)} video(s) ({source}), "
-          f"{'whole clips' if end is None else f'first {end:g} s of each at {keep_fps:g} frames/s'}; "
-          f"model {model} ({model_source})", flush=True)
+    print(f"demo: {len(videos)} video(s) ({source}), {span}; model {model} ({model_source})", flush=True)
     # short units: progress every few seconds of video, and the clips spread over the model actors
     cfg = from_args(InferConfig, args, base={"model": model, "inputs": videos, "output": str(out / "infer"),
                                               "end": end, "fps": keep_fps, "segment_seconds": UNIT_SECONDS})
@@ -148,12 +147,11 @@ def run(args) -> int:
     failures = [f"{f['what']}: {f['error']}" for f in summary["failures"]] + [f"render {f}" for f in render_failures]
     page = write_index(str(out), clips, failures, {
         "inputs": f"{len(videos)} video(s), {source}", "model": f"{model} ({model_source})",
-        "frames": f"{summary['frames_written']} ({'whole clips' if end is None else f'first {end:g} s of each clip at {keep_fps:g} frames/s'})",
+        "frames": f"{summary['frames_written']} ({span})",
         "inference": f"{summary['wall_seconds']} s, {summary['frames_per_second']} frames/s",
         "total": f"{time.time() - t0:.0f} s"})
     print("\n=== playerseg demo ===")
-    print(f"inputs : {len(videos)} video(s), {source}"
-          + ("" if end is None else f", first {end:g} s of each at {keep_fps:g} frames/s (--whole: every frame)"))
+    print(f"inputs : {len(videos)} video(s), {source}, {span}" + ("" if end is None else " (--whole: every frame)"))
     print(f"model  : {model} ({model_source})")
     print_summary(summary)
     for r, c in zip(renders, clips):

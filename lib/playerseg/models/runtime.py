@@ -115,12 +115,13 @@ def shipped_onnx(weights: Path) -> Path | None:
     import onnx
 
     from playerseg.io import sha256_file
+    from playerseg.models.formats import META_KEY
 
     path = weights.parent / "model.onnx"
     if not path.is_file():
         return None
     props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    recorded = json.loads(props.get("model.json", "{}")).get("weights_sha256")
+    recorded = json.loads(props.get(META_KEY, "{}")).get("weights_sha256")
     if recorded == sha256_file(str(weights)):
         return path
     log.warning("%s: not the export of %s (%s); using an export of the weights instead", path, weights.name,
