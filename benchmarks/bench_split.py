@@ -11,8 +11,9 @@ post-processes the same probabilities (source resolution, as `playerseg evaluate
 Variants: `none` (components only), `core` (split at valleys of P(player), `split_core`), `pitch`
 (players must stand on the pitch, `on_pitch`), `core+pitch`, `core+pitch+size` (also blobs of several
 players' size cut into that many, `split_size`), `+size1.6` / `+size2.0` (other size thresholds),
-`defaults` (also players under a mean P(player) of 0.75 dropped, `min_player_score`), `+score0.7` /
-`+score0.8`. Figures: people recall, precision (box IoU 0.5) and COCO box AP50.
+`+score0.75` (also players under a mean P(player) of 0.75 dropped, `min_player_score`), `+score0.7` /
+`+score0.8`, `defaults` (also specks under 0.4 of a player's size at their row dropped, `min_size`),
+`+specks0.3` / `+specks0.5`. Figures: people recall, precision (box IoU 0.5) and COCO box AP50.
 """
 import argparse
 import contextlib
@@ -33,9 +34,10 @@ from playerseg.models import DEFAULT_MODEL
 from playerseg.models.segmenter import Segmenter
 
 BASE = PostprocessConfig(instance_classes=["player"], split_core=0.0, on_pitch=0.0, split_size=0.0,
-                         min_player_score=0.0)
+                         min_player_score=0.0, min_size=0.0)
 DEFAULT = PostprocessConfig(instance_classes=["player"])
-ALL_SCORES = dataclasses.replace(DEFAULT, min_player_score=0.0)
+ALL_SCORES = dataclasses.replace(DEFAULT, min_player_score=0.0, min_size=0.0)
+NO_SPECKS = dataclasses.replace(DEFAULT, min_size=0.0)
 VARIANTS = {
     "none": BASE,
     "core": dataclasses.replace(BASE, split_core=PostprocessConfig.split_core),
@@ -44,9 +46,12 @@ VARIANTS = {
     "core+pitch+size": ALL_SCORES,
     "+size1.6": dataclasses.replace(ALL_SCORES, split_size=1.6),
     "+size2.0": dataclasses.replace(ALL_SCORES, split_size=2.0),
-    "defaults (+score 0.75)": DEFAULT,
-    "+score0.7": dataclasses.replace(DEFAULT, min_player_score=0.7),
-    "+score0.8": dataclasses.replace(DEFAULT, min_player_score=0.8),
+    "+score0.75": NO_SPECKS,
+    "+score0.7": dataclasses.replace(NO_SPECKS, min_player_score=0.7),
+    "+score0.8": dataclasses.replace(NO_SPECKS, min_player_score=0.8),
+    "defaults (+specks 0.4)": DEFAULT,
+    "+specks0.3": dataclasses.replace(DEFAULT, min_size=0.3),
+    "+specks0.5": dataclasses.replace(DEFAULT, min_size=0.5),
 }
 
 

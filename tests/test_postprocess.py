@@ -240,6 +240,19 @@ def test_size_split_leaves_close_ups_and_sparse_frames_whole():
     assert len(player_boxes(postprocess(few, CLASSES, cfg)[0])) == 3
 
 
+def test_specks_far_smaller_than_a_player_at_their_row_are_dropped_unless_the_frame_cuts_them():
+    label, truth = perspective_shot()
+    label[240:246, 200:206] = PLAYER  # a ball-sized speck among players of ~500 px at that row
+    label[240:246, 0:6] = PLAYER  # the same at the frame's edge: a player the frame cuts
+    cfg = PostprocessConfig(split_core=0, on_pitch=0)
+    found = player_boxes(postprocess(label, CLASSES, cfg)[0])
+    assert (200.0, 240.0, 206.0, 246.0) not in found
+    assert (0.0, 240.0, 6.0, 246.0) in found
+    assert len(found) == len(truth) + 1
+    kept = player_boxes(postprocess(label, CLASSES, dataclasses.replace(cfg, min_size=0))[0])
+    assert (200.0, 240.0, 206.0, 246.0) in kept
+
+
 def test_players_the_model_half_believes_are_dropped():
     label = np.zeros((64, 96), np.uint8)
     label[10:40, 10:20] = label[10:40, 60:70] = PLAYER

@@ -14,7 +14,8 @@ Steps, per instance class (player and led_board by default), all at model resolu
      that probability separate its cores, each core of at least `split_core_share` of the blob
      becomes one player and the valley pixels go to the nearest core; in a wide shot, blobs of
      several players' size (the size one player has at that row, fitted on the frame's blobs) are cut
-     into that many players by k-means on their pixels (`split_size`);
+     into that many players by k-means on their pixels (`split_size`), and specks far smaller than
+     a player at their row (the ball, bits of a graphic) are dropped (`min_size`);
   4. optional hole filling and convex hull of each instance;
   5. with the frame given, players must stand on the pitch (`on_pitch`): where the frame shows a pitch
      (`playerseg.pitch.pitch_mask`), a wide-shot-sized player with less than that share of grass
@@ -64,6 +65,11 @@ class PostprocessConfig:
     split_size_xweight: float = 3.0
     split_size_min_players: int = 4
     split_size_max_height: float = 0.25  # only blobs shorter than this share of the frame (not close-ups)
+    # ... and players under this share of that area are dropped (the ball, specks of a graphic or of
+    # the crowd: far smaller than a player standing at that row), unless they touch the frame's edge
+    # (a player the frame cuts; those stay out of the fit too). Chosen on the detection set's train
+    # split (benchmarks/bench_split.py --split train): see the README; 0 = off
+    min_size: float = 0.4
     # split player blobs where P(player) drops under this inside the blob (two touching players meet
     # in a valley of lower probability); 0 = off. Measured on the detection set's held-out matches
     # (benchmarks/bench_split.py): 0.9 raised people recall 0.68 -> 0.73 and precision 0.71 -> 0.73
@@ -149,20 +155,31 @@ def expected_area(areas: np.ndarray, feet: np.ndarray) -> "Callable[[float], flo
     return lambda foot: median
 
 
-def split_by_size(found: list, frame_h: int, cfg: "PostprocessConfig") -> list:
+def split_by_size(found: list, frame_hw: tuple[int, int], cfg: "PostprocessConfig") -> list:
     """Cut player blobs (tight crop, x0, y0, score) of a wide shot that are several players' size into
     that many players (see `PostprocessConfig.split_size`); each part keeps its blob's score (the
-    evidence that players stand there is the blob's). Deterministic (k-means from a fixed seed)."""
-    if cfg.split_size <= 0 or len(found) < cfg.split_size_min_players:
+    evidence that players stand there is the blob's). Deterministic (k-means from a fixed seed).
+    Specks under `min_size` of their row's size go first, and the size is fitted again without them."""
+    if (cfg.split_size <= 0 and cfg.min_size <= 0) or len(found) < cfg.split_size_min_players:
         return found
+    frame_h, frame_w = frame_hw
     areas = np.array([f[0].sum() for f in found], np.float64)
     feet = np.array([f[2] + f[0].shape[0] for f in found], np.float64)
-    expected = expected_area(areas, feet)
+    # players the frame cuts are smaller than their row's size: kept, and left out of the fit
+    edge = np.array([x0 == 0 or y0 == 0 or x0 + c.shape[1] >= frame_w for c, x0, y0, _ in found]) | (feet >= frame_h)
+    fit = ~edge if (~edge).sum() >= cfg.split_size_min_players else np.ones(len(found), bool)
+    expected = expected_area(areas[fit], feet[fit])
+    if cfg.min_size > 0:  # specks out, then the fit again without them
+        keep = edge | (areas >= cfg.min_size * np.array([expected(f) for f in feet]))
+        found, areas, feet, edge, fit = ([v for v, k in zip(found, keep) if k], areas[keep], feet[keep],
+                                         edge[keep], fit[keep])
+        if fit.sum() >= cfg.split_size_min_players:
+            expected = expected_area(areas[fit], feet[fit])
     out = []
     for (crop, x0, y0, score), area, foot in zip(found, areas, feet):
         ref = expected(foot)
         k = min(5, int(round(area / ref)))
-        if area < cfg.split_size * ref or k < 2 or crop.shape[0] > cfg.split_size_max_height * frame_h:
+        if cfg.split_size <= 0 or area < cfg.split_size * ref or k < 2 or crop.shape[0] > cfg.split_size_max_height * frame_h:
             out.append((crop, x0, y0, score))
             continue
         ys, xs = np.nonzero(crop)
@@ -235,7 +252,7 @@ def postprocess(
             if grass is not None:  # players stand on the pitch (before the frame's sizes are fitted)
                 found = [f for f in found if f[0].shape[0] >= cfg.on_pitch_max_height * h
                          or grass_around(grass, (f[1], f[2], f[1] + f[0].shape[1], f[2] + f[0].shape[0])) >= cfg.on_pitch]
-            found = split_by_size([f for f in found if f[3] >= cfg.min_player_score], h, cfg)
+            found = split_by_size([f for f in found if f[3] >= cfg.min_player_score], (h, w), cfg)
         found.sort(key=lambda f: -int(f[0].sum()))
         for crop, x0, y0, score in found[: cfg.max_instances]:
             if cfg.fill_holes:
