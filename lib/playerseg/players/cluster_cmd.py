@@ -50,10 +50,11 @@ import numpy as np
 
 from playerseg import config as cfgmod
 from playerseg.data.errors import DataError, Failures
+from playerseg.io import write_table_atomic
 from playerseg.players.embed import ColourConfig, EncoderConfig
 from playerseg.players.flags import FLAG_COLUMNS, FlagsConfig
 from playerseg.players.parts import (META_KEY, cache_table, embeddings_of, frames_for, list_parts, part_key,
-                                     part_stamp, read_cache, read_part, stamp, write_table)
+                                     part_stamp, read_cache, read_part, stamp)
 from playerseg.players.teams import UNKNOWN, TeamConfig
 
 log = logging.getLogger(__name__)
@@ -182,7 +183,7 @@ class EmbedActor:
             try:
                 units = [Unit.from_json(u) for u in json.loads(units_json)]
                 out = embed_part(part, units, self.cfg, self.embedder)
-                write_table(cache_path(self.cfg, self.fp, "embed", group, name), cache_table(out))
+                write_table_atomic(cache_path(self.cfg, self.fp, "embed", group, name), cache_table(out))
                 errors.append("")
             except (DataError, OSError, ValueError) as e:
                 errors.append(str(e) if isinstance(e, DataError) else f"{part}: {e}")
@@ -252,7 +253,7 @@ def write_part(part: str, cfg: ClusterConfig, fp: str, state: dict) -> None:
             table = table.set_column(table.column_names.index(k), k, arr)
         else:
             table = table.append_column(k, arr)
-    write_table(part, table, {META_KEY: stamp(fp, state).encode()})
+    write_table_atomic(part, table, {META_KEY: stamp(fp, state).encode()})
 
 
 def _track_ids(part: str) -> np.ndarray | None:
