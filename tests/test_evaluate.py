@@ -109,11 +109,12 @@ class _Background:
         return np.zeros(images.shape[:3], np.uint8)
 
 
-def test_job_end_to_end_skips_bad_and_is_idempotent(synth_dir, tmp_path, monkeypatch):
+def test_job_end_to_end_skips_bad_and_is_idempotent(synth_dir, tmp_path, monkeypatch, capsys):
     from playerseg.cli import main
+    from playerseg.models.segmenter import weights_sha256
 
     module = types.ModuleType("playerseg.models.segmenter")
-    module.Segmenter = _Background
+    module.Segmenter, module.weights_sha256 = _Background, weights_sha256
     monkeypatch.setitem(sys.modules, "playerseg.models.segmenter", module)
     data = tmp_path / "data"
     shutil.copytree(synth_dir, data)
@@ -136,6 +137,15 @@ def test_job_end_to_end_skips_bad_and_is_idempotent(synth_dir, tmp_path, monkeyp
     assert main(argv) == 0 and (out / "metrics.json").stat().st_mtime_ns == stamp
     assert len(_Background.loaded) == 1
     assert main(argv + ["--set", "overwrite=true"]) == 0 and len(_Background.loaded) == 2
+    # another config into the same folder is refused in one line naming what differs; --overwrite redoes it
+    capsys.readouterr()
+    stamp = (out / "metrics.json").stat().st_mtime_ns
+    assert main(argv + ["--worst", "1"]) == 2 and len(_Background.loaded) == 2
+    err = capsys.readouterr().err
+    assert "worst 2 -> 1" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert (out / "worst_frames.png").is_file() and (out / "metrics.json").stat().st_mtime_ns == stamp  # untouched
+    assert main(argv + ["--worst", "1", "--overwrite"]) == 0 and len(_Background.loaded) == 3
+    assert json.loads((out / "metrics.json").read_text())["config"]["worst"] == 1
 
 
 def test_job_with_a_real_tiny_segmenter(synth_dir, tmp_path):

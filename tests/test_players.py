@@ -253,6 +253,18 @@ def test_cluster_command_writes_teams_and_flags_once(synth_dir, tmp_path, ray_lo
                 tmp_path / "predictions" / "video" / "000012-000018.parquet")
     grown = cluster(cfg)
     assert grown["written"] == 3 and grown["videos"]["video"]["parts"] == 3, grown
+    # other options are refused before any work, in one line naming what differs; --overwrite redoes every part
+    from playerseg.config import ConfigError
+
+    other = ClusterConfig(inputs=cfg.inputs, predictions=cfg.predictions, segment_frames=4, min_pixels=2)
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "predictions").rglob("*.parquet")}
+    with pytest.raises(ConfigError, match=r"min_pixels 0 -> 2.*--overwrite") as err:
+        cluster(other)
+    assert len(str(err.value).splitlines()) == 1
+    assert stamps == {p: p.stat().st_mtime_ns for p in (tmp_path / "predictions").rglob("*.parquet")}
+    redone = cluster(other, overwrite=True)
+    assert redone["written"] == 3 and redone["already_written"] == 0, redone
+    assert [d.name for d in (tmp_path / "_cluster").iterdir() if d.is_dir()] == [redone["fingerprint"]]
 
 
 def test_analysis_tables_and_led_split_on_synthetic_records():

@@ -218,3 +218,45 @@ def test_paths_made_absolute_and_one_cache_per_model_data_and_crops(tmp_path, mo
     # what does not change the embeddings or targets shares the cache; crops and data do not
     assert cache_of("sam.mode=decoder_prompt", "optim.lr=0.1", "data.val_fraction=0.5") == base
     assert len({base, cache_of("crops.size=384"), cache_of("crops.max_per_frame=2"), cache_of("data.format=coco")}) == 4
+
+
+def test_a_cache_built_with_other_options_is_refused_and_overwrite_rebuilds_it(tmp_path):
+    import json
+
+    from playerseg.config import ConfigError
+    from playerseg.ledger import Ledger
+    from playerseg.sam.embeddings import CacheConfig, CacheFrame, build_cache
+
+    cache = str(tmp_path / "cache")
+    old, new = {"version": 2, "crops": {"size": 64}}, {"version": 2, "crops": {"size": 48}}
+    with Ledger(cache, old) as ledger:  # a cache of crop size 64 with one frame done
+        (tmp_path / "cache" / "f1").mkdir()
+        (tmp_path / "cache" / "f1" / "c.npz").write_bytes(b"item")
+        ledger.mark(CacheFrame("f1"), crops=["c"])
+    assert list_items(cache, ["f1", "f2"]) == [f"{cache}/f1/c.npz"]
+    with pytest.raises(ConfigError, match=r"crops.size 64 -> 48.*another cache.dir, or --overwrite") as err:
+        build_cache(new, cache, ["f1"], CacheConfig())
+    assert len(str(err.value).splitlines()) == 1
+    assert list_items(cache, ["f1"]) == [f"{cache}/f1/c.npz"]  # refused before any work: nothing removed
+    assert not build_cache(new, cache, [], CacheConfig(), overwrite=True)  # rebuilt (no frames asked here)
+    assert list_items(cache, ["f1"]) == [] and not (tmp_path / "cache" / "f1").exists()
+    assert json.loads((tmp_path / "cache" / "_run.json").read_text()) == new
+
+
+def test_a_shared_cache_waits_for_its_builder_instead_of_refusing(tmp_path):
+    import threading
+
+    from playerseg.ledger import Ledger
+
+    cache, entered = str(tmp_path / "cache"), threading.Event()
+
+    def second_builder():
+        with Ledger(cache, {"v": 1}, wait=True):
+            entered.set()
+
+    with Ledger(cache, {"v": 1}, wait=True):
+        t = threading.Thread(target=second_builder)
+        t.start()
+        assert not entered.wait(0.3)  # held: the second builder waits
+    t.join(30)
+    assert entered.is_set()

@@ -54,7 +54,7 @@ def test_train_sam_decoder_job_caches_checkpoints_and_resumes(ray_local, synth_d
     assert m["train/items"] == m["train/items_distinct"] == 27  # one worker: every item once
     cache_dir = out["cache_dir"]
     assert cache_dir.startswith(f"{cache_root}/tiny_untrained-")
-    index = sorted((cache_root).glob("*/*/index.json"))
+    index = sorted((cache_root).glob("*/_done/frames/*.json"))
     assert len(index) == 12  # every frame, train and val
     stamps = [p.stat().st_mtime_ns for p in index]
 

@@ -48,8 +48,8 @@ def test_sam_sweep_runs_every_trial_with_its_own_cache(sweep):
     caches = sorted((sweep["dir"] / "trials" / "sam_cache").glob("tiny_untrained-*"))
     assert len(caches) == 2  # one per crop size, next to the trials' run folders
     for cache in caches:
-        assert len(list(cache.glob("*/index.json"))) == 12  # every frame, train and val
-        assert json.loads((cache / "cache.json").read_text())["crops"]["size"] in (48, 64)
+        assert len(list(cache.glob("_done/frames/*.json"))) == 12  # every frame, train and val
+        assert json.loads((cache / "_run.json").read_text())["crops"]["size"] in (48, 64)
 
 
 def test_sam_sweep_best_config_and_checkpoint(sweep):

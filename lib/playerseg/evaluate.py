@@ -18,9 +18,12 @@ from the connected components of each predicted class (`semantic_to_detections`)
 reader's instances (mask AP where every instance has a mask, box AP always), each component
 scored by its mean class probability (`Segmenter.predict_proba`). Frames are ranked by
 `rank_by` (default players-over-LED IoU, falling back to player IoU where a frame has no board),
-lowest first: the frames where players merge with the boards. `metrics.json` is written last and
-records the config: a re-run with the same config finds it and skips the work (`overwrite=true`
-redoes it). Bad samples are skipped and listed in the report.
+lowest first: the frames where players merge with the boards. `--out` is an output folder of
+`playerseg.ledger`: `_run.json` records the config and the checkpoint's weights by sha256, and
+`metrics.json`, written last with the config, is the run's done marker. A re-run with the same
+config and weights finds it and skips the work; another config or other weights into the same
+folder are refused in one line naming what differs (exit status 2), `--overwrite` redoes it. Bad
+samples are skipped and listed in the report.
 """
 from __future__ import annotations
 
@@ -41,11 +44,13 @@ from playerseg.data.reader import Subset, join
 from playerseg.data.registry import DataConfig
 from playerseg.data.sample import Sample
 from playerseg.infer.postprocess import PostprocessConfig
+from playerseg.ledger import Ledger
 from playerseg.metrics.instance import InstanceMeter, semantic_to_detections
 from playerseg.metrics.semantic import SegmentationMeter
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "all")
+OUTPUTS = ("report.md", "metrics.json", "detections.json", "worst_frames*.png")  # what --overwrite removes
 
 
 @dataclass
@@ -325,13 +330,37 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     if cfg.data_from:
         cfg.data = data_section(cfg.data_from)
     requested = _json_safe(config_lib.to_dict(cfg))  # as asked, before classes come from the model
-    done = join(cfg.out, "metrics.json")
-    if not cfg.overwrite and exists(done):
-        previous = read_json(done)
-        if previous.get("config") == requested:
-            log.info("%s exists with this config: nothing to do (overwrite=true redoes it)", done)
-            return previous
-    from playerseg.models.segmenter import Segmenter  # torch: only when there is work
+    with Ledger(cfg.out, signature(cfg), cfg.overwrite, OUTPUTS):
+        done = join(cfg.out, "metrics.json")
+        if exists(done):
+            previous = read_json(done)
+            if _asked(previous.get("config") or {}) == _asked(requested):
+                log.info("%s exists with this config: nothing to do (--overwrite redoes it)", done)
+                return previous
+        results, parts = _evaluate_sources(cfg)
+        write_outputs(results, parts[0][2], cfg, cfg.out, requested, parts if cfg.data.sources else None)
+    for name, res, _, _ in parts:
+        shown = res.get("semantic") or res.get("metrics") or {}
+        log.info("%s: %s", name or cfg.data.root, {k: round(v, 4) for k, v in shown.items() if isinstance(v, float)})
+    log.info("report: %s", join(cfg.out, "report.md"))
+    return _json_safe({**results, "config": requested})
+
+
+def _asked(config: dict) -> dict:
+    """A config as a run's signature holds it: `overwrite` says what to do, not what to make."""
+    return {k: v for k, v in config.items() if k != "overwrite"}
+
+
+def signature(cfg: EvaluateConfig) -> dict:
+    """What the outputs depend on: the config, and the checkpoint's weights by content."""
+    from playerseg.models.segmenter import weights_sha256
+
+    return {**_asked(_json_safe(config_lib.to_dict(cfg))), "checkpoint_sha256": weights_sha256(cfg.checkpoint)}
+
+
+def _evaluate_sources(cfg: EvaluateConfig) -> tuple[dict, list]:
+    """(results, per-source parts) of the checkpoint over the split of each source."""
+    from playerseg.models.segmenter import Segmenter
 
     model = Segmenter.load(cfg.checkpoint, device=cfg.device or None, runtime=cfg.runtime)
     if cfg.target_height >= 0 and hasattr(model, "preprocess"):
@@ -345,12 +374,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
                    "sources": {name: r for name, r, _, _ in parts}}
     else:
         results = parts[0][1]
-    write_outputs(results, parts[0][2], cfg, cfg.out, requested, parts if cfg.data.sources else None)
-    for name, res, _, _ in parts:
-        shown = res.get("semantic") or res.get("metrics") or {}
-        log.info("%s: %s", name or cfg.data.root, {k: round(v, 4) for k, v in shown.items() if isinstance(v, float)})
-    log.info("report: %s", join(cfg.out, "report.md"))
-    return _json_safe({**results, "config": requested})
+    return results, parts
 
 
 def data_section(path: str) -> DataConfig:
@@ -459,11 +483,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="evaluate on the data sources and splits of this training config")
     parser.add_argument("--target-height", type=int, help="model input height (default: the model's own policy)")
     parser.add_argument("--runtime", choices=("auto", "torch", "onnxruntime"), help="model runtime (default auto)")
+    parser.add_argument("--overwrite", action="store_true", default=None,
+                        help="redo the outputs of --out, made with another config or other weights")
 
 
 _FLAGS = {"checkpoint": "checkpoint", "data_root": "data.root", "split": "split", "out": "out", "tta": "tta",
           "worst": "worst", "batch_size": "batch_size", "target_height": "target_height",
-          "data_from": "data_from", "runtime": "runtime"}
+          "data_from": "data_from", "runtime": "runtime", "overwrite": "overwrite"}
 
 
 def config_from_args(args: argparse.Namespace) -> EvaluateConfig:

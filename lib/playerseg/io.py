@@ -99,11 +99,14 @@ def shared_data_dir() -> Path:
     return beside_checkout if beside_checkout.is_dir() else Path.cwd().parent / "shared" / "data"
 
 
-def write_table_atomic(path: str, table) -> None:
+def write_table_atomic(path: str, table, metadata: dict | None = None) -> None:
     """A pyarrow Table as one Parquet file at `path` (local or URI), written whole then renamed:
-    the one Parquet writer of the jobs' outputs."""
+    the one Parquet writer of the jobs' outputs. `metadata` is added to the schema's (the stamps of
+    the passes that rewrite a part: `playerseg.cluster`, `playerseg.tracks`)."""
     import pyarrow.parquet as pq
 
+    if metadata:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
     with atomic_path(path) as tmp:
         fs, fpath = filesystem(tmp)
         pq.write_table(table, fpath, filesystem=fs)

@@ -1,5 +1,6 @@
 """The ledger of a job's output folder: what its outputs were made from, which units are finished,
-and one writer at a time. `extract` and `infer` keep theirs with it.
+and one writer at a time. `extract`, `infer`, `evaluate`, `cluster` and the SAM embedding cache keep
+theirs with it.
 
     <out>/_run.json                    the run signature: the options outputs depend on and content
                                        fingerprints (the model's weights sha256)
@@ -7,10 +8,14 @@ and one writer at a time. `extract` and `infer` keep theirs with it.
                                        fingerprint of its input (`Unit.source`) and its stats
     <out>/_lock                        held while a job writes (local folders; the holder is named)
 
+A unit is anything with `group`, `name`, `key` (`group/name`), `uri` and `source`: a
+`video.frames.Unit`, a frame of the SAM cache (`sam.embeddings.CacheFrame`).
+
 One mismatch rule: outputs made with other options, other weights or another version of an input
 are neither mixed with new ones nor silently redone. The run is refused before any work with one
 line naming what differs (ConfigError: exit status 2); `--overwrite` removes the outputs and starts
-over. A second run into a folder another run holds is refused the same way.
+over. A second run into a folder another run holds is refused the same way (`wait=True`: it waits
+instead, for a shared cache whose users agree on its signature: SAM sweep trials).
 
     with Ledger(out, signature, overwrite) as ledger:
         todo = ledger.pending(units)        # ConfigError when an input changed under its outputs
@@ -20,6 +25,7 @@ over. A second run into a folder another run holds is refused the same way.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import logging
 import os
@@ -53,9 +59,10 @@ def _said(diffs: list[str]) -> str:
     return ", ".join(diffs[:3]) + (f" and {len(diffs) - 3} more" if len(diffs) > 3 else "")
 
 
-def acquire_lock(root: str):
+def acquire_lock(root: str, wait: bool = False):
     """Hold `<root>/_lock` (local folders; None elsewhere: object stores have no locks, every file is
-    still written atomically). ConfigError naming the holder when another process holds it."""
+    still written atomically). ConfigError naming the holder when another process holds it (`wait`:
+    block until it is released)."""
     if not is_local(root):
         return None
     import fcntl
@@ -64,7 +71,7 @@ def acquire_lock(root: str):
     os.makedirs(folder, exist_ok=True)
     f = open(os.path.join(folder, LOCK_FILE), "a+")
     try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
     except BlockingIOError:
         f.seek(0)
         holder = f.read().strip() or "another process"
@@ -87,13 +94,18 @@ def release_lock(lock) -> None:
 class Ledger:
     """Signature, done markers and lock of the output folder `root` (local path or URI).
 
-    `outputs`: what `--overwrite` removes, relative to `root` (None: everything but the lock)."""
+    `outputs`: what `--overwrite` removes, relative to `root`, glob patterns allowed (None: everything
+    but the lock). `elsewhere`: the other place a refused run could write to, as the user names it.
+    `wait`: wait for another holder of the lock instead of refusing."""
 
-    def __init__(self, root: str, signature: dict, overwrite: bool = False, outputs: tuple[str, ...] | None = None):
+    def __init__(self, root: str, signature: dict, overwrite: bool = False, outputs: tuple[str, ...] | None = None,
+                 elsewhere: str = "another --out", wait: bool = False):
         self.root = str(root).rstrip("/")
         self.signature = json.loads(json.dumps(signature, default=str))
         self.overwrite = overwrite
         self.outputs = outputs
+        self.elsewhere = elsewhere
+        self.wait = wait
         self._lock_file = None
 
     def __getstate__(self) -> dict:  # sent to Ray tasks that mark units: the lock stays with the driver
@@ -113,7 +125,7 @@ class Ledger:
         self._unlock()
 
     def _lock(self) -> None:
-        self._lock_file = acquire_lock(self.root)
+        self._lock_file = acquire_lock(self.root, self.wait)
 
     def _unlock(self) -> None:
         release_lock(self._lock_file)
@@ -131,19 +143,18 @@ class Ledger:
             diffs = differences(old, self.signature)
             if diffs:
                 raise ConfigError(f"{self.root} holds outputs made with other options or inputs ({_said(diffs)}); "
-                                  "use another --out, or --overwrite to redo them")
+                                  f"use {self.elsewhere}, or --overwrite to redo them")
         write_json_atomic(path, self.signature)
 
     def _clear(self) -> None:
         fs, folder = filesystem(self.root)
         if not fs.exists(folder):
             return
-        names = self.outputs if self.outputs is not None else [
-            p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(folder, detail=False)]
-        for name in {*names, DONE_DIR, RUN_FILE} - {LOCK_FILE}:
-            target = f"{folder}/{name}"
-            if fs.exists(target):
-                fs.rm(target, recursive=True)
+        present = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(folder, detail=False)]
+        patterns = {*(self.outputs if self.outputs is not None else ["*"]), DONE_DIR, RUN_FILE}
+        for name in present:
+            if name != LOCK_FILE and any(fnmatch.fnmatchcase(name, p) for p in patterns):
+                fs.rm(f"{folder}/{name}", recursive=True)
         log.info("--overwrite: removed the outputs in %s", self.root)
 
     # ---- units -----------------------------------------------------------------------------
@@ -185,7 +196,7 @@ class Ledger:
                 what = ("an input it did not record (an older playerseg)" if not was else
                         f"another file, {was}" if was != unit.uri else f"another version of {unit.uri}")
                 raise ConfigError(f"{self.root}: the outputs of {unit.group!r} were made from {what} ({_said(diffs)}); "
-                                  "use another --out, or --overwrite to redo them")
+                                  f"use {self.elsewhere}, or --overwrite to redo them")
         return [u for u in units if u.key not in markers]
 
     def mark(self, unit: Unit, **stats) -> None:

@@ -48,7 +48,8 @@ def frames_schema(class_names) -> pa.Schema:
     )
 
 
-OUTPUTS = ("predictions", "frames", "coco_results.json", "summary.json", "_tracks")  # what --overwrite removes
+# what --overwrite removes: the outputs and what later passes made from them (tracks, `playerseg cluster`)
+OUTPUTS = ("predictions", "frames", "coco_results.json", "summary.json", "_tracks", "_cluster")
 
 
 def part_paths(ledger: Ledger, unit: Unit) -> dict[str, str]:

@@ -26,6 +26,16 @@ a re-run skips parts already written with the same stamp and reuses finished emb
 team models, so a killed job resumes; a video that gained part files is fitted again and all its
 parts rewritten (one team model per video, never a mix). Bad inputs are named in the summary;
 a video with a failed part is not fitted (its other parts wait for a re-run).
+
+`<predictions>/_cluster` is an output folder of `playerseg.ledger` (`_run.json`: the options), with
+its one mismatch rule: a run with other options than the parts were clustered with is refused
+before any work, in one line naming what differs (exit status 2), and `--overwrite` discards the
+old embeddings and team models and rewrites every part. The parts themselves stay `playerseg infer`'s
+(its ledger's units, its done markers): clustering is a second pass that rewrites them in place, so
+what it did is stamped in each part's metadata, where it travels with the file, rather than in
+done markers of its own. It holds the inference folder's `_lock` while it rewrites them (never
+beside a running `playerseg infer` into that folder), and `playerseg infer --overwrite` removes
+`_cluster` with the parts it was made from.
 """
 from __future__ import annotations
 
@@ -40,10 +50,11 @@ import numpy as np
 
 from playerseg import config as cfgmod
 from playerseg.data.errors import DataError, Failures
+from playerseg.io import write_table_atomic
 from playerseg.players.embed import ColourConfig, EncoderConfig
 from playerseg.players.flags import FLAG_COLUMNS, FlagsConfig
 from playerseg.players.parts import (META_KEY, cache_table, embeddings_of, frames_for, list_parts, part_key,
-                                     part_stamp, read_cache, read_part, stamp, write_table)
+                                     part_stamp, read_cache, read_part, stamp)
 from playerseg.players.teams import UNKNOWN, TeamConfig
 
 log = logging.getLogger(__name__)
@@ -76,10 +87,14 @@ class ClusterConfig:
     address: str | None = None  # Ray cluster to join
 
 
-def fingerprint(cfg: ClusterConfig) -> str:
-    keys = {"model": cfg.model, "embed": cfgmod.to_dict(cfg.embed), "teams": cfgmod.to_dict(cfg.teams),
+def signature(cfg: ClusterConfig) -> dict:
+    """The options the written columns depend on (the `_cluster` ledger's signature)."""
+    return {"model": cfg.model, "embed": cfgmod.to_dict(cfg.embed), "teams": cfgmod.to_dict(cfg.teams),
             "flags": cfgmod.to_dict(cfg.flags), "min_pixels": cfg.min_pixels, "fit_max": cfg.fit_max}
-    return hashlib.sha1(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def fingerprint(cfg: ClusterConfig) -> str:
+    return hashlib.sha1(json.dumps(signature(cfg), sort_keys=True).encode()).hexdigest()[:12]
 
 
 # ---- parts ------------------------------------------------------------------------------------
@@ -168,7 +183,7 @@ class EmbedActor:
             try:
                 units = [Unit.from_json(u) for u in json.loads(units_json)]
                 out = embed_part(part, units, self.cfg, self.embedder)
-                write_table(cache_path(self.cfg, self.fp, "embed", group, name), cache_table(out))
+                write_table_atomic(cache_path(self.cfg, self.fp, "embed", group, name), cache_table(out))
                 errors.append("")
             except (DataError, OSError, ValueError) as e:
                 errors.append(str(e) if isinstance(e, DataError) else f"{part}: {e}")
@@ -238,7 +253,7 @@ def write_part(part: str, cfg: ClusterConfig, fp: str, state: dict) -> None:
             table = table.set_column(table.column_names.index(k), k, arr)
         else:
             table = table.append_column(k, arr)
-    write_table(part, table, {META_KEY: stamp(fp, state).encode()})
+    write_table_atomic(part, table, {META_KEY: stamp(fp, state).encode()})
 
 
 def _track_ids(part: str) -> np.ndarray | None:
@@ -278,14 +293,11 @@ def with_track_teams(cfg: ClusterConfig, fp: str, group: str, parts: list[str], 
 
 
 # ---- the command --------------------------------------------------------------------------------
-def cluster(cfg: ClusterConfig) -> dict:
-    """Run the three passes; returns the summary (also written to `<predictions>/_cluster/<fp>/summary.json`)."""
-    import ray
-
-    from playerseg.video.frames import plan_units
-    from playerseg.io import exists, write_json_atomic
-    from playerseg.progress import Progress
-    from playerseg.ray_cluster import init_ray, map_items
+def cluster(cfg: ClusterConfig, overwrite: bool = False) -> dict:
+    """Run the three passes; returns the summary (also written to `<predictions>/_cluster/<fp>/summary.json`).
+    ConfigError when the parts were clustered with other options (`overwrite`: redo them) or
+    another run writes into the folder."""
+    from playerseg.ledger import Ledger, acquire_lock, release_lock
 
     if cfg.embed.method not in ("colour", "encoder", "sam"):
         raise ValueError(f"embed.method must be 'colour', 'encoder' or 'sam', got {cfg.embed.method!r}")
@@ -293,6 +305,23 @@ def cluster(cfg: ClusterConfig) -> dict:
         raise ValueError("embed.method=sam needs embed.sam_checkpoint (SAM weights are never downloaded)")
     if not cfg.predictions:
         raise ValueError("no predictions folder given (--predictions, the output of `playerseg infer`)")
+    parts_lock = acquire_lock(cfg.predictions)  # the parts are infer's: no infer run writes them meanwhile
+    try:
+        with Ledger(f"{cfg.predictions.rstrip('/')}/_cluster", signature(cfg), overwrite,
+                    elsewhere="the options they were clustered with"):
+            return _cluster(cfg)
+    finally:
+        release_lock(parts_lock)
+
+
+def _cluster(cfg: ClusterConfig) -> dict:
+    import ray
+
+    from playerseg.video.frames import plan_units
+    from playerseg.io import exists, write_json_atomic
+    from playerseg.progress import Progress
+    from playerseg.ray_cluster import init_ray, map_items
+
     start = time.time()
     fp = fingerprint(cfg)
     parts = list_parts(cfg.predictions)
@@ -356,6 +385,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "model; `imagenet`: the ImageNet encoder)")
     cfgmod.add_config_arguments(p, ClusterConfig)
     p.add_argument("--address", help="Ray cluster address (default: local)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="discard the clustering made with other options and redo every part")
 
 
 def check_config(cfg: ClusterConfig) -> None:
@@ -384,7 +415,7 @@ def config_from_args(args: argparse.Namespace) -> ClusterConfig:
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     check_config(cfg)
-    summary = cluster(cfg)
+    summary = cluster(cfg, overwrite=args.overwrite)
     print(json.dumps(summary, indent=2))
     if summary["failures"]:
         print(summary["failures"])

@@ -102,15 +102,6 @@ def frames_for(part: str, units: list, needed: set[int]):
                               "are these the inputs `playerseg infer` read?")
 
 
-def write_table(path: str, table, metadata: dict | None = None) -> None:
-    """`io.write_table_atomic`, with `metadata` added to the schema (the clustering stamp)."""
-    from playerseg.io import write_table_atomic
-
-    if metadata:
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
-    write_table_atomic(path, table)
-
-
 def cache_table(out: dict):
     import pyarrow as pa
 

@@ -119,7 +119,8 @@ def _write_task(item: dict, ledger: Ledger) -> None:
     import pyarrow as pa
 
     from playerseg.infer.writer import part_paths
-    from playerseg.players.parts import read_part, write_table
+    from playerseg.io import write_table_atomic
+    from playerseg.players.parts import read_part
 
     unit = Unit.from_json(item["unit"])
     ids = json.loads(item["ids"])
@@ -128,12 +129,12 @@ def _write_task(item: dict, ledger: Ledger) -> None:
     shots = {int(f): s for f, s in ids["shots"]}
     frames = read_part(paths["frames"])
     col = pa.array([shots.get(int(f), -1) for f in frames.column("frame_index").to_pylist()], pa.int32())
-    write_table(paths["frames"], _with_column(frames, "shot_id", col), meta)
+    write_table_atomic(paths["frames"], _with_column(frames, "shot_id", col), meta)
     tracks = {(int(f), int(i)): t for f, i, t in ids["tracks"]}
     preds = read_part(paths["predictions"])
     keys = zip(preds.column("frame_index").to_pylist(), preds.column("instance_id").to_pylist())
     col = pa.array([tracks.get((int(f), int(i)), NO_TRACK) for f, i in keys], pa.int32())
-    write_table(paths["predictions"], _with_column(preds, "track_id", col), meta)
+    write_table_atomic(paths["predictions"], _with_column(preds, "track_id", col), meta)
 
 
 def _with_column(table, name: str, col):

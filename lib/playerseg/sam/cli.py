@@ -22,6 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sam-checkpoint", help="base SAM weights, path or fsspec URI (sam.checkpoint)")
     p.add_argument("--mode", help="decoder | decoder_prompt | last_n_blocks | full | head (sam.mode)")
     p.add_argument("--cache-dir", help="root of the embedding caches, one <model_type>-<hash>/ each (cache.dir)")
+    p.add_argument("--overwrite", action="store_true", help="rebuild the embedding cache")
 
 
 def config_from_args(args: argparse.Namespace):
@@ -33,7 +34,7 @@ def config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from playerseg.sam.train import train_sam
 
-    out = train_sam(config_from_args(args))
+    out = train_sam(config_from_args(args), overwrite=args.overwrite)
     m = out["metrics"] or {}
     print(f"run folder: {out['run_dir']}  ({out['seconds'] / 60:.1f} min, {out['train_items']} train / "
           f"{out['val_items']} val items)")

@@ -2,24 +2,25 @@
 
 Layout under `cache_dir` (local path or fsspec URI):
 
-    cache.json                         what the cache was built from (model, weights, data, crops)
+    _run.json                          what the cache was built from (model, weights, data, crops)
     <image id>/<x0_y0_x1_y1>.npz       one item: embedding (C x h x w, fp16) and its targets
-    <image id>/index.json              written last: the frame is done (its crops listed)
-    .build.lock                        local caches: one builder at a time (flock)
+    _done/frames/<image id>.json       written last: the frame is done (its crops listed)
+    _lock                              local caches: one builder at a time (the others wait)
+
+The cache is an output folder of `playerseg.ledger`, with its one mismatch rule: a cache built from
+other options is refused in one line naming what differs (its folder name hashes them, so that
+takes a folder built by hand or damaged), `train sam --overwrite` rebuilds it.
 
 An item (.npz of .npy arrays) holds `embedding`, `boxes` (N x 4, model input frame), `masks`
 (N x L x L bool, bit-packed), `class_ids`, `semantic` (L x L), `input_size`, `original_size`.
-Decoder-only training reads these and never runs the encoder. Re-running skips frames whose
-index.json exists; every file is written atomically; a frame that fails is reported and skipped.
+Decoder-only training reads these and never runs the encoder. Re-running skips frames with a done
+marker; every file is written atomically; a frame that fails is reported and skipped.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import io
 import logging
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import fsspec
 import numpy as np
@@ -29,12 +30,14 @@ from playerseg.classes import TaskClasses
 from playerseg.config import from_dict, path_field, to_dict
 from playerseg.data.errors import Failures
 from playerseg.data.registry import DataConfig, build_reader
-from playerseg.io import exists, filesystem, is_local, read_json, write_bytes_atomic, write_json_atomic
+from playerseg.io import sha256_file, write_bytes_atomic
+from playerseg.ledger import Ledger
 from playerseg.sam.inputs import Geometry, prepare_item, to_model_input
 from playerseg.sam.prompts import CropConfig, crop_sample, player_crops
 
 log = logging.getLogger(__name__)
-VERSION = 1
+VERSION = 2  # 2: the ledger's layout (_run.json, _done/)
+FRAMES = "frames"  # the done markers' group
 SPLIT_KEYS = ("val_fraction", "split_block", "seed")  # a cache serves every split of a dataset
 
 
@@ -52,24 +55,31 @@ def safe_id(key: str) -> str:
     return key.replace("\\", "/").replace("/", "__")
 
 
+@dataclass(frozen=True)
+class CacheFrame:
+    """A frame of the cache as a unit of its ledger (`playerseg.ledger`)."""
+
+    image: str  # the reader's key (image id)
+    group: str = FRAMES
+    uri: str = ""
+    source: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return safe_id(self.image)
+
+    @property
+    def key(self) -> str:
+        return f"{self.group}/{self.name}"
+
+
 def cache_spec(data: DataConfig, crops: CropConfig, model_type: str, checkpoint: str | None,
                prompt_classes: list[str], img_size: int, dtype: str) -> dict:
+    """What a cache is built from, the base weights by content (replaced in place: another cache)."""
     d = {k: v for k, v in to_dict(data).items() if k not in SPLIT_KEYS}
-    return {"version": VERSION, "model_type": model_type, "checkpoint": checkpoint or None, "img_size": img_size,
+    return {"version": VERSION, "model_type": model_type, "checkpoint": checkpoint or None,
+            "checkpoint_sha256": sha256_file(checkpoint) if checkpoint else None, "img_size": img_size,
             "data": d, "crops": to_dict(crops), "prompt_classes": list(prompt_classes), "dtype": dtype}
-
-
-def check_spec(cache_dir: str, spec: dict) -> None:
-    """Write cache.json for a new cache; for an existing one, raise if it was built differently."""
-    path = f"{cache_dir}/cache.json"
-    if not exists(path):
-        write_json_atomic(path, spec)
-        return
-    old = read_json(path)
-    diff = sorted(k for k in set(old) | set(spec) if old.get(k) != spec.get(k))
-    if diff:
-        raise ValueError(f"{path}: this embedding cache was built with other {diff} "
-                         f"(cache: { {k: old.get(k) for k in diff} }); use another cache.dir or delete it")
 
 
 def save_item(path: str, item: dict, embedding: np.ndarray) -> None:
@@ -92,7 +102,7 @@ def load_item(path: str) -> dict:
 
 def embed_frame(sam, sample, classes, crops: CropConfig, prompt_ids: tuple[int, ...], cache_dir: str,
                 encoder_batch: int = 4, dtype: str = "float16") -> list[str]:
-    """Encode every crop of one frame, write its items then its index.json; returns the item paths."""
+    """Encode every crop of one frame, write its items then its done marker; returns the item paths."""
     geo = Geometry.of(sam)
     frame_dir = f"{cache_dir}/{safe_id(sample.id)}"
     windows = player_crops(sample, classes, crops)
@@ -107,8 +117,8 @@ def embed_frame(sam, sample, classes, crops: CropConfig, prompt_ids: tuple[int, 
             path = f"{frame_dir}/{windows[s + k].key}.npz"
             save_item(path, it, emb[k])
             paths.append(path)
-    write_json_atomic(f"{frame_dir}/index.json", {"image": sample.id, "crops": [c.key for c in windows],
-                                                   "size": [sample.height, sample.width]})
+    Ledger(cache_dir, {}).mark(CacheFrame(sample.id), crops=[c.key for c in windows],
+                               size=[sample.height, sample.width])
     return paths
 
 
@@ -142,56 +152,39 @@ class Embedder:
         return {"key": np.array(keys), "error": np.array(errors), "items": np.array(counts, np.int64)}
 
 
-def build_cache(spec: dict, cache_dir: str, keys: list[str], cfg: CacheConfig) -> Failures:
-    """Embed the frames `keys` not cached yet, on a pool of `cfg.actors` Ray Data actors.
+def build_cache(spec: dict, cache_dir: str, keys: list[str], cfg: CacheConfig, overwrite: bool = False) -> Failures:
+    """Embed the frames `keys` not cached yet, on a pool of `cfg.actors` Ray Data actors. One builder
+    at a time for a local cache: sweep trials sharing it wait, then skip what is done (remote caches
+    get no lock: concurrent builders only repeat work, every file being written atomically).
+    ConfigError when the cache was built from another `spec`; `overwrite` rebuilds it.
 
     Returns the failures (frames that could not be embedded: their error, per key)."""
-    with _building(cache_dir):
-        return _build_cache(spec, cache_dir, keys, cfg)
-
-
-@contextlib.contextmanager
-def _building(cache_dir: str):
-    """One builder at a time for a local cache (sweep trials sharing it wait, then skip what is done);
-    remote caches get none: concurrent builders only repeat work, every file being written atomically."""
-    if not is_local(cache_dir):
-        yield
-        return
-    folder = Path(filesystem(cache_dir)[1])
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".build.lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _build_cache(spec: dict, cache_dir: str, keys: list[str], cfg: CacheConfig) -> Failures:
     import ray
 
-    check_spec(cache_dir, spec)
-    todo = [k for k in keys if not exists(f"{cache_dir}/{safe_id(k)}/index.json")]
-    failures = Failures()
-    log.info("embedding cache %s: %d of %d frames to embed", cache_dir, len(todo), len(keys))
-    if not todo:
+    with Ledger(cache_dir, spec, overwrite, elsewhere="another cache.dir", wait=True) as ledger:
+        todo = [f.image for f in ledger.pending([CacheFrame(k) for k in keys])]
+        failures = Failures()
+        log.info("embedding cache %s: %d of %d frames to embed", cache_dir, len(todo), len(keys))
+        if not todo:
+            return failures
+        ds = ray.data.from_items([{"key": k} for k in todo],
+                                 override_num_blocks=min(len(todo), 4 * max(1, cfg.actors)))
+        out = ds.map_batches(
+            Embedder, fn_constructor_kwargs={"spec": spec, "cache_dir": cache_dir, "encoder_batch": cfg.encoder_batch},
+            batch_size=1, compute=ray.data.ActorPoolStrategy(size=cfg.actors),
+            num_cpus=cfg.cpus_per_actor, num_gpus=cfg.gpus_per_actor or None)
+        for row in out.iter_rows():
+            if row["error"]:
+                failures.add(str(row["key"]), RuntimeError(row["error"]))
         return failures
-    ds = ray.data.from_items([{"key": k} for k in todo], override_num_blocks=min(len(todo), 4 * max(1, cfg.actors)))
-    out = ds.map_batches(
-        Embedder, fn_constructor_kwargs={"spec": spec, "cache_dir": cache_dir, "encoder_batch": cfg.encoder_batch},
-        batch_size=1, compute=ray.data.ActorPoolStrategy(size=cfg.actors),
-        num_cpus=cfg.cpus_per_actor, num_gpus=cfg.gpus_per_actor or None)
-    for row in out.iter_rows():
-        if row["error"]:
-            failures.add(str(row["key"]), RuntimeError(row["error"]))
-    return failures
 
 
 def list_items(cache_dir: str, keys: list[str]) -> list[str]:
     """The cached item paths of the frames `keys` (those done), in a fixed order."""
+    done = Ledger(cache_dir, {}).markers({FRAMES})
     out = []
     for k in keys:
-        index = f"{cache_dir}/{safe_id(k)}/index.json"
-        if exists(index):
-            out += [f"{cache_dir}/{safe_id(k)}/{c}.npz" for c in read_json(index)["crops"]]
+        marker = done.get(CacheFrame(k).key)
+        if marker:
+            out += [f"{cache_dir}/{safe_id(k)}/{c}.npz" for c in marker["crops"]]
     return out

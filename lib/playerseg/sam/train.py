@@ -7,8 +7,8 @@ Modes (`sam.mode`): `decoder` (default), `decoder_prompt`, `last_n_blocks` (+ th
 `sam.last_n` encoder blocks and the neck), `full`, and `head` (a semantic head on frozen
 embeddings, `playerseg.sam.head`). `decoder`, `decoder_prompt` and `head` first build the
 embedding cache (a Ray Data job, `playerseg.sam.embeddings`) in `<cache.dir>/<model_type>-<hash>`
-(default `cache.dir`: `<run.out_dir>/sam_cache`; the hash covers model, weights, data and crops, so
-runs and sweep trials that agree on them share it) and their epochs never run the encoder: each
+(default `cache.dir`: `<run.out_dir>/sam_cache`; the hash covers model, weights (by sha256), data and
+crops, so runs and sweep trials that agree on them share it; `--overwrite` rebuilds it) and their epochs never run the encoder: each
 epoch reports `encoder_calls` (0 in these modes) and `train/items` / `train/items_distinct` (over
 all ranks). Checkpoints hold the trained parameters only, with the base checkpoint's reference
 (`playerseg.sam.checkpoint`). The run folder `<run.out_dir>/<run.name>` is the Unet's: Ray
@@ -255,9 +255,10 @@ def cache_dir_of(cfg: SamTrainConfig, run_dir: Path, spec: dict) -> str:
     return f"{root.rstrip('/')}/{cfg.sam.model_type}-{digest}"
 
 
-def prepare(cfg: SamTrainConfig) -> Prepared:
+def prepare(cfg: SamTrainConfig, overwrite: bool = False) -> Prepared:
     """Paths made absolute, the run folder, and the items: in cached modes the embedding cache is
-    built first (a Ray Data job; frames already cached are skipped), else frame keys. Idempotent."""
+    built first (a Ray Data job; frames already cached are skipped; `overwrite`: all rebuilt), else
+    frame keys. Idempotent."""
     resolve_paths(cfg)  # `load` did it; a config built in code gets it here
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -271,7 +272,7 @@ def prepare(cfg: SamTrainConfig) -> Prepared:
                           SAM_MODELS[cfg.sam.model_type][2], cfg.cache.dtype)
         cache_dir = cache_dir_of(cfg, run_dir, spec)
         init_ray(dashboard=True, quiet=False)
-        failures = build_cache(spec, cache_dir, train_keys + val_keys, cfg.cache)
+        failures = build_cache(spec, cache_dir, train_keys + val_keys, cfg.cache, overwrite)
         prepared = Prepared(run_dir, list_items(cache_dir, train_keys), list_items(cache_dir, val_keys), failures,
                             cache_dir)
     if not prepared.train_items:
@@ -290,12 +291,12 @@ def build_trainer(cfg: SamTrainConfig, prepared: Prepared | None = None):
     return torch_trainer(train_loop_per_worker, loop_config, cfg.run, prepared.run_dir)
 
 
-def train_sam(cfg: SamTrainConfig) -> dict:
+def train_sam(cfg: SamTrainConfig, overwrite: bool = False) -> dict:
     """Run the job; returns {run_dir, checkpoint (final sam_trained.pt), best, metrics, seconds, failures,
-    train_items, val_items, cache_dir}."""
+    train_items, val_items, cache_dir}. `overwrite`: the embedding cache is rebuilt."""
     t0 = time.perf_counter()
     init_ray(dashboard=True, quiet=False)
-    prepared = prepare(cfg)
+    prepared = prepare(cfg, overwrite)
     dump(cfg, prepared.run_dir / "config.yaml")
     result = build_trainer(cfg, prepared).fit()
     run_dir = prepared.run_dir

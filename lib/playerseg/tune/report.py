@@ -21,7 +21,6 @@ folder of that donor epoch, so a restart of the same exploit continues it instea
 """
 from __future__ import annotations
 
-import os
 import shutil
 import threading
 from pathlib import Path
@@ -29,7 +28,7 @@ from pathlib import Path
 from pyarrow.fs import FileType
 from ray.train.v2.api.callback import UserCallback
 
-from playerseg.io import read_json, write_json_atomic
+from playerseg.io import atomic_dir, read_json, write_json_atomic
 
 ORIGIN = "playerseg_origin"  # Tune checkpoint metadata: {"trial_id", "run", "epoch", "tag"}
 PARENT_FILE = "parent.json"
@@ -129,11 +128,8 @@ def trial_run(trial_id: str, trials_dir: str, config: dict) -> tuple[str, dict |
         folder = Path(trials_dir) / run
         init = folder / INIT_DIR
         if not init.is_dir():  # all or nothing; a restart of this exploit keeps the first copy
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = folder / f".tmp-{INIT_DIR}-{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            checkpoint.to_directory(str(tmp))
-            os.replace(tmp, init)
+            with atomic_dir(init) as tmp:
+                checkpoint.to_directory(str(tmp))
         write_json_atomic(str(folder / PARENT_FILE), {
             "trial_id": origin["trial_id"], "epoch": origin.get("epoch"), "run": origin["run"],
             "checkpoint": checkpoint.path, "init_from": str(init), "config": config})

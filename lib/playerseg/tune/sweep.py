@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Literal
 
 from playerseg.config import dump, to_dict
-from playerseg.io import atomic_path, write_json_atomic
+from playerseg.io import atomic_path, write_json_atomic, write_table_atomic
 from playerseg.tune.space import Space, apply, load_space
 
 log = logging.getLogger(__name__)
@@ -236,12 +236,13 @@ def _best_checkpoint(result, metric: str, mode: str) -> str | None:
 
 def write_results(cfg: SweepConfig, results, base, exp_dir: Path) -> dict:
     """results.csv/.parquet, best_config.yaml, best.json; returns the best.json content."""
+    import pyarrow as pa
+
     family = FAMILIES[cfg.family]
     table = results_table(results, cfg.metric, cfg.mode)
     with atomic_path(str(exp_dir / "results.csv")) as p:
         table.to_csv(p, index=False)
-    with atomic_path(str(exp_dir / "results.parquet")) as p:
-        table.to_parquet(p, index=False)
+    write_table_atomic(str(exp_dir / "results.parquet"), pa.Table.from_pandas(table, preserve_index=False))
     best = results.get_best_result(metric=cfg.metric, mode=cfg.mode, scope="all")
     best_cfg = apply(family.config_cls(), to_dict(base), best.config)
     best_cfg.run.name = f"{cfg.name}-best"
