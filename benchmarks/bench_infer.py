@@ -22,7 +22,6 @@ CPU seconds per frame of the whole process tree (this driver, Ray's daemons and 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -152,7 +151,7 @@ def plain_loop(clip: str, model: str, out: Path, threads: int, batch_size: int,
     from playerseg.infer.postprocess import PostprocessConfig
     from playerseg.models.segmenter import Segmenter
     from playerseg.video import decode_segment, plan_segments, probe
-    from playerseg.video.schema import PREDICTION_SCHEMA
+    from playerseg.video.schema import PREDICTION_SCHEMA, prediction_row
 
     t0 = time.perf_counter()
     torch.set_num_threads(threads)
@@ -166,9 +165,8 @@ def plain_loop(clip: str, model: str, out: Path, threads: int, batch_size: int,
         proba = seg.predict_proba(np.stack(batch))
         for p, meta in zip(proba, metas):
             r = frame_result(meta, p.astype(np.float16), seg.classes, post)
-            for inst in json.loads(r["instances"]):
-                rows.append({"video_id": meta["video_id"], "frame_index": meta["frame_index"],
-                             "pts_seconds": meta["pts_seconds"], **inst, "team": -1})
+            rows.extend(prediction_row(meta["video_id"], meta["frame_index"], meta["pts_seconds"], inst)
+                        for inst in r["instances"])
 
     batch, metas = [], []
     for segment in plan_segments(info, segment_seconds=None, segment_frames=10**9):

@@ -5,6 +5,7 @@ import threading
 import time
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import ray
@@ -17,7 +18,7 @@ from playerseg.infer.writer import UnitWriter
 from playerseg.ledger import Ledger
 from playerseg.metrics import rle
 from playerseg.models.segmenter import Segmenter
-from playerseg.video.schema import PREDICTION_SCHEMA
+from playerseg.video.schema import PREDICTION_SCHEMA, prediction_row
 
 SIZE = (160, 96)  # synthetic frames (w, h); the model runs at half: 80 x 48
 
@@ -94,6 +95,11 @@ def test_cli_end_to_end_resume_and_failures(local_ray, model_dir, inputs, tmp_pa
     assert table.schema.remove_metadata().equals(PREDICTION_SCHEMA)
     rows = table.to_pylist()
     assert rows, "a random model still predicts some players / boards"
+    # plain pyarrow queries the typed columns (no JSON to parse): a score filter, boxes as numbers
+    cut = sorted(r["score"] for r in rows)[len(rows) // 2]
+    kept = table.filter(pc.greater_equal(table["score"], cut))
+    assert 0 < kept.num_rows == sum(r["score"] >= cut for r in rows) <= len(rows)
+    assert pc.min(pc.list_element(kept["bbox"], 2)).as_py() >= 1.0  # widths, float32
     for r in rows:
         assert r["mask_rle_size"] == [SIZE[1], SIZE[0]]  # masks at source size, not model size
         mask = rle.decode({"size": r["mask_rle_size"], "counts": r["mask_rle_counts"]})
@@ -153,7 +159,7 @@ def test_unit_writer_exactly_once(tmp_path):
     unit = Unit("video", "v", "000000-000002", 2, {})
     writer = UnitWriter(Ledger(str(tmp_path), {}), {unit.key: unit}, TaskClasses().names)
     row = {"unit": unit.key, "video_id": "v", "pts_seconds": 0.0, "width": 4, "height": 4, "error": "",
-           "instances": "[]", "num_instances": 0,
+           "instances": [], "num_instances": 0,
            "fractions": json.dumps({"background": 1.0, "player": 0.0, "led_board": 0.0})}
     writer.add({**row, "frame_index": 0})
     writer.add({**row, "frame_index": 0})  # a retried task sends frame 0 again
@@ -168,6 +174,30 @@ def test_unit_writer_exactly_once(tmp_path):
     w2.add({**row, "unit": other.key, "frame_index": 2})
     w2.finish()  # frame 3 never came: reported, not written
     assert "incomplete: 1 of 2 frames" in w2.failures.summary() and w2.written == []
+
+
+def test_frame_results_stream_typed_instances(tmp_path):
+    """A post-processed frame streams with its instances as typed structs (no JSON); the writer
+    makes each a row of the part file."""
+    import pyarrow as pa
+
+    from playerseg.infer.pipeline import _results, frame_result
+    from playerseg.video.schema import INSTANCE_TYPE
+
+    proba = np.zeros((3, 48, 80), np.float32)  # model resolution: half the 160 x 96 source
+    proba[0] = 1.0
+    proba[:, 10:40, 20:30] = np.array([0.0, 1.0, 0.0])[:, None, None]
+    row = {"unit": "v/000003-000004", "video_id": "v", "frame_index": np.int64(3), "pts_seconds": np.float64(0.12),
+           "width": np.int64(SIZE[0]), "height": np.int64(SIZE[1]), "error": ""}
+    table = _results([frame_result(row, proba, TaskClasses(), PostprocessConfig())])
+    assert table.schema.field("instances").type == pa.list_(INSTANCE_TYPE)
+    (inst,) = table.column("instances").to_pylist()[0]
+    assert (inst["class"], inst["bbox"]) == ("player", [40.0, 20.0, 20.0, 60.0])  # at source size
+    assert inst["area"] == rle.decode({"size": inst["mask_rle_size"], "counts": inst["mask_rle_counts"]}).sum() > 1000
+
+    unit = Unit("video", "v", "000003-000004", 1, {})
+    UnitWriter(Ledger(str(tmp_path), {}), {unit.key: unit}, TaskClasses().names).add(table.to_pylist()[0])
+    assert read(tmp_path / "predictions") == [prediction_row("v", 3, 0.12, inst)]
 
 
 def test_torchscript_export_loads(model_dir, tmp_path):
@@ -257,7 +287,7 @@ def test_coco_results_feed_the_evaluation_tools():
         sample = render_frame(0, index, size=SIZE)
         meter.add_ground_truth(sample)
         for rec in instance_records(sample.instances, (sample.height, sample.width), classes):
-            rows.append({"video_id": "clip", "frame_index": index, "pts_seconds": 0.0, **rec, "team": -1})
+            rows.append(prediction_row("clip", index, 0.0, rec))
     table = pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA)
     results = coco_results(table, classes, image_id="frame_{frame_index:05d}")
     assert len(results) == len(rows) > 0

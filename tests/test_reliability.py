@@ -85,7 +85,7 @@ def test_dot_named_video_outputs_stay_apart(tmp_path):
     video = str(tmp_path / "...mp4")
     unit = Unit("video", video_ids([video])[video], "000000-000001", 1, {"segment": {"uri": video}})
     row = {"unit": unit.key, "video_id": unit.group, "frame_index": 0, "pts_seconds": 0.0, "width": 4,
-           "height": 4, "error": "", "instances": "[]", "num_instances": 0,
+           "height": 4, "error": "", "instances": [], "num_instances": 0,
            "fractions": json.dumps({"background": 1.0, "player": 0.0, "led_board": 0.0})}
     with Ledger(str(tmp_path / "out"), {}) as ledger:
         UnitWriter(ledger, {unit.key: unit}, TaskClasses().names).add(row)

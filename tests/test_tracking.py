@@ -163,7 +163,7 @@ def _inference_output(synth_dir, out, segment_frames: int):
         for u in units:
             for f in sorted(unit_frames(u)):
                 writer.add({"unit": u.key, "video_id": "video", "frame_index": f, "pts_seconds": f / 25, "width": 160,
-                            "height": 96, "error": "", "instances": json.dumps(per_frame.get(f, [])),
+                            "height": 96, "error": "", "instances": per_frame.get(f, []),
                             "num_instances": len(per_frame.get(f, [])),
                             "fractions": json.dumps({"background": 1.0, "player": 0.0, "led_board": 0.0})})
         writer.finish()

@@ -45,7 +45,7 @@ def frame_counts(predictions: str, frames: str, video_id: str) -> tuple[list[int
 
     from playerseg.metrics import rle
     from playerseg.players.flags import FlagsConfig, led_overlap
-    from playerseg.video.schema import prediction_rle
+    from playerseg.video.schema import prediction_rle, prediction_xyxy
 
     where = pads.field("video_id") == video_id
     rows = pads.dataset(frames, format="parquet").to_table(columns=["frame_index", "pts_seconds"], filter=where)
@@ -67,13 +67,8 @@ def frame_counts(predictions: str, frames: str, video_id: str) -> tuple[list[int
             boards = [rle.decode(prediction_rle(r)) for r in inst if r["class"] == "led_board"]
             if boards and people:
                 led = np.logical_or.reduce(boards)
-                over[i] = sum(led_overlap(_xyxy(r["bbox"]), led) >= threshold for r in people)
+                over[i] = sum(led_overlap(prediction_xyxy(r), led) >= threshold for r in people)
     return index, seconds, [players[i] for i in index], [over[i] for i in index]
-
-
-def _xyxy(bbox) -> tuple[float, float, float, float]:
-    x, y, w, h = (float(v) for v in bbox)
-    return x, y, x + w, y + h
 
 
 def read_frames(video: str, wanted: set[int]) -> dict[int, np.ndarray]:

@@ -23,6 +23,12 @@ class Instance:
     label: str = ""  # source class name (e.g. `team_a`, `goalkeeper`)
     score: float = 1.0
 
+    @property
+    def xywh(self) -> list[float]:
+        """The box as COCO writes it: [x, y, width, height]."""
+        x0, y0, x1, y1 = (float(v) for v in self.box)
+        return [x0, y0, x1 - x0, y1 - y0]
+
 
 @dataclass
 class Sample:

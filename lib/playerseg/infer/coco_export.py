@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from playerseg.classes import TaskClasses
 from playerseg.io import atomic_path, filesystem
-from playerseg.metrics.instance import json_rle
+from playerseg.metrics.instance import coco_detection, json_rle
 from playerseg.video.schema import prediction_rle
 
 COLUMNS = ["video_id", "frame_index", "class", "score", "bbox", "mask_rle_size", "mask_rle_counts"]
@@ -33,20 +33,16 @@ def read_predictions(path: str, columns: list[str] | None = None):
 
 
 def coco_results(table, classes: TaskClasses, image_id: str = DEFAULT_IMAGE_ID) -> list[dict]:
-    """COCO result dicts (image_id, category_id, score, bbox, segmentation RLE) of prediction rows."""
+    """COCO result dicts (`metrics.instance.coco_detection`: bbox and segmentation RLE) of prediction rows."""
     out = []
     for row in table.to_pylist():
         cid = classes.get(row["class"])
         if cid is None:
             continue
         iid = image_id.format(video_id=row["video_id"], frame_index=row["frame_index"])
-        out.append({
-            "image_id": int(iid) if iid.isdigit() else iid,
-            "category_id": cid,
-            "score": float(row["score"] if row.get("score") is not None else 1.0),
-            "bbox": [float(v) for v in row["bbox"]],
-            "segmentation": prediction_rle(row),
-        })
+        out.append(coco_detection(int(iid) if iid.isdigit() else iid, cid,
+                                  row["score"] if row.get("score") is not None else 1.0, row["bbox"],
+                                  prediction_rle(row)))
     out.sort(key=lambda d: (str(d["image_id"]), -d["score"]))
     return out
 

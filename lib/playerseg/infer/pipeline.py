@@ -30,11 +30,13 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
+import pyarrow as pa
 
 from playerseg.classes import TaskClasses
 from playerseg.config import at_least
 from playerseg.infer.postprocess import PostprocessConfig, class_fractions, instance_records, postprocess
 from playerseg.ledger import Ledger
+from playerseg.video.schema import INSTANCE_TYPE
 from playerseg.video.frames import Unit, plan_units, read_unit
 from playerseg.infer.writer import OUTPUTS, UnitWriter
 from playerseg.models.preprocess import Preprocess
@@ -131,10 +133,23 @@ def _columns(rows: list[dict]) -> dict:
 
 META = ("unit", "video_id", "frame_index", "pts_seconds", "width", "height", "error")
 
+# A post-processed frame as it streams to the driver: its instances a list of prediction records
+# (`video.schema.INSTANCE_TYPE`), class fractions as JSON (their names are the model's).
+RESULT_SCHEMA = pa.schema([
+    pa.field("unit", pa.string()), pa.field("video_id", pa.string()), pa.field("frame_index", pa.int64()),
+    pa.field("pts_seconds", pa.float64()), pa.field("width", pa.int32()), pa.field("height", pa.int32()),
+    pa.field("error", pa.string()), pa.field("instances", pa.list_(INSTANCE_TYPE)),
+    pa.field("num_instances", pa.int32()), pa.field("fractions", pa.string()),
+])
+
+
+def _results(rows: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
+
 
 def frame_result(row: dict, proba: np.ndarray, classes: TaskClasses, cfg: PostprocessConfig,
                  refiner=None, image: np.ndarray | None = None) -> dict:
-    """Post-process one frame's probabilities into its output row (instances as JSON); the frame
+    """Post-process one frame's probabilities into its output row (`RESULT_SCHEMA`); the frame
     (`image`, else the row's) lets post-processing check that players stand on the pitch."""
     if image is None and row.get("image") is not None:
         image = np.asarray(row["image"])
@@ -142,12 +157,12 @@ def frame_result(row: dict, proba: np.ndarray, classes: TaskClasses, cfg: Postpr
     if refiner is not None and image is not None:
         instances = refiner(image, instances)
     records = instance_records(instances, (int(row["height"]), int(row["width"])), classes)
-    return {**{k: row[k] for k in META}, "instances": json.dumps(records), "num_instances": len(records),
+    return {**{k: row[k] for k in META}, "instances": records, "num_instances": len(records),
             "fractions": json.dumps(class_fractions(semantic, classes))}
 
 
 def _empty_result(row: dict) -> dict:
-    return {**{k: row[k] for k in META}, "instances": "[]", "num_instances": 0, "fractions": "{}"}
+    return {**{k: row[k] for k in META}, "instances": [], "num_instances": 0, "fractions": "{}"}
 
 
 class Predictor:
@@ -184,7 +199,7 @@ class Predictor:
             results = [frame_result(r, proba[i].astype(np.float16), self.classes, self.post) if i in proba
                        else _empty_result(r)
                        for i, r in enumerate(rows)]
-            return _columns(results)
+            return _results(results)
         out_rows = []
         for i, r in enumerate(rows):
             p = proba.get(i, np.zeros((len(self.classes), 1, 1), np.float32))
@@ -193,12 +208,12 @@ class Predictor:
         return _columns(out_rows)
 
 
-def postprocess_batch(batch: dict, class_names: list[str], cfg: dict) -> dict:
+def postprocess_batch(batch: dict, class_names: list[str], cfg: dict) -> pa.Table:
     """Post-processing stage as a task: probabilities -> output rows."""
     classes, post = TaskClasses(tuple(class_names)), dataclasses.replace(PostprocessConfig(), **cfg)
     results = [frame_result(r, np.asarray(r["proba"]), classes, post) if not r["error"] else _empty_result(r)
                for r in _rows(batch)]
-    return _columns(results)
+    return _results(results)
 
 
 class SamPostprocessor:
@@ -211,8 +226,8 @@ class SamPostprocessor:
         self.post = dataclasses.replace(PostprocessConfig(), **cfg)
         self.refiner = SamInstanceRefiner(SamRefineConfig(**sam), self.classes)
 
-    def __call__(self, batch: dict) -> dict:
-        return _columns([
+    def __call__(self, batch: dict) -> pa.Table:
+        return _results([
             frame_result(r, np.asarray(r["proba"]), self.classes, self.post, self.refiner, np.asarray(r["image"]))
             if not r["error"] else _empty_result(r)
             for r in _rows(batch)])

@@ -305,11 +305,12 @@ def upsample_crop(mask: np.ndarray, box, height: int, width: int):
 
 
 def instance_records(instances: list[Instance], source_hw: tuple[int, int], classes: TaskClasses) -> list[dict]:
-    """Instances at model resolution -> rows at source resolution (schema fields of one instance).
-
-    Each row: instance_id, class, score, bbox [x, y, w, h], area, mask_rle_size, mask_rle_counts.
+    """Instances at model resolution -> prediction records at source resolution
+    (`video.schema.instance_record`: instance_id, class, score, bbox [x, y, w, h], area, RLE).
     Instances that vanish when mapped to the source size are dropped.
     """
+    from playerseg.video.schema import instance_record
+
     height, width = source_hw
     rows = []
     for inst in instances:
@@ -319,14 +320,6 @@ def instance_records(instances: list[Instance], source_hw: tuple[int, int], clas
             continue
         ys, xs = np.nonzero(crop)
         rle = encode_crop(crop, x0, y0, height, width)
-        rows.append({
-            "instance_id": len(rows),
-            "class": classes.names[inst.class_id],
-            "score": float(inst.score),
-            "bbox": [float(x0 + xs.min()), float(y0 + ys.min()),
-                     float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)],
-            "area": area,
-            "mask_rle_size": rle["size"],
-            "mask_rle_counts": rle["counts"],
-        })
+        bbox = (x0 + xs.min(), y0 + ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
+        rows.append(instance_record(len(rows), classes.names[inst.class_id], inst.score, bbox, area, rle))
     return rows

@@ -28,7 +28,7 @@ from playerseg.data.errors import DataError, Failures
 from playerseg.io import write_table_atomic
 from playerseg.ledger import Ledger
 from playerseg.video.frames import Unit
-from playerseg.video.schema import PREDICTION_SCHEMA
+from playerseg.video.schema import PREDICTION_SCHEMA, prediction_row
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +98,8 @@ class UnitWriter:
         for r in bad:  # one bad frame: reported, left out; the unit's other frames are written
             self.failures.add(f"{unit.key} frame {r['frame_index']}", RuntimeError(r["error"]))
         rows = [r for r in rows if not r["error"]]
-        instances = []
-        for r in rows:
-            for inst in json.loads(r["instances"]):
-                instances.append({"video_id": r["video_id"], "frame_index": r["frame_index"],
-                                  "pts_seconds": r["pts_seconds"], **inst, "team": -1, "track_id": -1})
+        instances = [prediction_row(r["video_id"], r["frame_index"], r["pts_seconds"], inst)
+                     for r in rows for inst in r["instances"]]
         write_table_atomic(paths["predictions"], pa.Table.from_pylist(instances, schema=PREDICTION_SCHEMA))
         schema = frames_schema(self.class_names)
         summary = []

@@ -11,8 +11,9 @@ ground truth from any reader and detections from any model agree without a looku
             semantic_to_instances(class_map, classes.player, min_area=16), sample.id))
     meter.compute("segm")   # {"AP": ..., "AP50": ..., "AP75": ...}; NaN when there is no truth
 
-Detections are COCO result dicts: `image_id` (the Sample id or its position), `category_id`,
-`score`, and `segmentation` (RLE from `playerseg.metrics.rle.encode`) and/or `bbox` [x, y, w, h].
+Detections are COCO result dicts (`coco_detection`): `image_id` (the Sample id or its position),
+`category_id`, `score`, and `segmentation` (RLE from `playerseg.metrics.rle.encode`) and/or `bbox`
+[x, y, w, h].
 """
 from __future__ import annotations
 
@@ -70,23 +71,25 @@ def semantic_to_detections(class_map: np.ndarray, class_id: int, image_id, min_a
     out = []
     for x0, y0, x1, y1, crop in components(class_map, class_id, min_area, connectivity):
         score = float(score_map[y0:y1, x0:x1][crop].mean()) if score_map is not None else 1.0
-        out.append({"image_id": image_id, "category_id": int(class_id), "score": score,
-                    "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
-                    "segmentation": rle_utils.encode_crop(crop, x0, y0, h, w)})
+        out.append(coco_detection(image_id, class_id, score, (x0, y0, x1 - x0, y1 - y0),
+                                  rle_utils.encode_crop(crop, x0, y0, h, w)))
     return out
 
 
 def detections_from_instances(instances: Iterable[Instance], image_id, with_masks: bool = True) -> list[dict]:
     """COCO result dicts for one image's instances (RLE segmentation when masks are there, and bbox)."""
-    out = []
-    for inst in instances:
-        x0, y0, x1, y1 = inst.box
-        det = {"image_id": image_id, "category_id": int(inst.class_id), "score": float(inst.score),
-               "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]}
-        if with_masks and inst.mask is not None:
-            det["segmentation"] = rle_utils.encode(inst.mask)
-        out.append(det)
-    return out
+    return [coco_detection(image_id, inst.class_id, inst.score, inst.xywh,
+                           rle_utils.encode(inst.mask) if with_masks and inst.mask is not None else None)
+            for inst in instances]
+
+
+def coco_detection(image_id, category_id: int, score: float, bbox, segmentation: dict | None = None) -> dict:
+    """One COCO result dict: `bbox` [x, y, w, h] pixels, `segmentation` an RLE (left out when None)."""
+    det = {"image_id": image_id, "category_id": int(category_id), "score": float(score),
+           "bbox": [float(v) for v in bbox]}
+    if segmentation is not None:
+        det["segmentation"] = segmentation
+    return det
 
 
 def write_coco_results(path: str, detections: list[dict]) -> None:
@@ -145,9 +148,9 @@ class InstanceMeter:
         for inst in sample.instances:
             if inst.class_id in (0, IGNORE_INDEX) or inst.class_id >= len(self.classes):
                 continue
-            x0, y0, x1, y1 = (float(v) for v in inst.box)
+            x, y, w, h = inst.xywh
             ann = {"id": len(self.annotations) + 1, "image_id": image_id, "category_id": int(inst.class_id),
-                   "bbox": [x0, y0, x1 - x0, y1 - y0], "iscrowd": 0, "area": (x1 - x0) * (y1 - y0)}
+                   "bbox": [x, y, w, h], "iscrowd": 0, "area": w * h}
             if inst.mask is not None:
                 rle = _bytes_rle(rle_utils.encode(inst.mask))
                 ann["segmentation"], ann["area"] = rle, float(mask_utils.area(rle))

@@ -25,7 +25,7 @@ from pycocotools import mask as mask_utils
 
 from playerseg.classes import IGNORE_INDEX, TaskClasses
 from playerseg.data.sample import BOX, PIXEL, Sample
-from playerseg.metrics.instance import InstanceMeter
+from playerseg.metrics.instance import InstanceMeter, detections_from_instances
 from playerseg.metrics.semantic import SegmentationMeter
 
 
@@ -115,9 +115,7 @@ class SourceMeter:
         image_id = self.boxes.add_ground_truth(dataclasses.replace(
             sample, id=f"{len(self.boxes.images)}:{sample.id}",
             instances=[i for i in sample.instances if i.class_id in box_classes]))
-        self.boxes.add_detections([{"image_id": image_id, "category_id": i.class_id, "score": i.score,
-                                    "bbox": [i.box[0], i.box[1], i.box[2] - i.box[0], i.box[3] - i.box[1]]}
-                                   for i in found])
+        self.boxes.add_detections(detections_from_instances(found, image_id, with_masks=False))
         for c in box_classes:
             name = self.classes.names[c]
             truth = np.array([i.box for i in sample.instances if i.class_id == c], np.float64).reshape(-1, 4)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from playerseg.players.shots import ShotConfig, is_cut
+from playerseg.video.schema import prediction_xyxy
 
 NO_TRACK = -1
 
@@ -63,11 +64,6 @@ class SegmentTracks:
         return cls(**d)
 
 
-def _xyxy(bbox) -> list[float]:
-    x, y, w, h = (float(v) for v in bbox)
-    return [x, y, x + w, y + h]
-
-
 def _byte_track(cfg: TrackConfig, fps: float):
     """A fresh `sv.ByteTrack`. supervision marks it deprecated from 0.28 (its successor, the
     `trackers` package, needs `opencv-python`, which clashes with the pinned headless OpenCV), so
@@ -90,7 +86,7 @@ def _update(tracker, dets: list[dict]) -> list[tuple[int, int]]:
 
     dets = sorted(dets, key=lambda d: int(d["instance_id"]))
     if dets:
-        found = sv.Detections(xyxy=np.array([_xyxy(d["bbox"]) for d in dets], dtype=np.float32),
+        found = sv.Detections(xyxy=np.array([prediction_xyxy(d) for d in dets], dtype=np.float32),
                               confidence=np.array([float(d["score"]) for d in dets], np.float32),
                               class_id=np.zeros(len(dets), int),
                               data={"instance_id": np.array([int(d["instance_id"]) for d in dets])})

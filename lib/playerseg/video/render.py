@@ -89,10 +89,12 @@ def load_instances(path: str | None, video_id: str, start: int, end: int, min_sc
         return None
     import pyarrow.dataset as pads
 
+    from playerseg.video.schema import PREDICTION_REQUIRED
+
     ds = pads.dataset(path, format="parquet")
     want = ["frame_index", "class", "mask_rle_size", "mask_rle_counts", "instance_id", "score", "team", "track_id"]
     cols = [c for c in want if c in ds.schema.names]
-    missing = {"video_id", "frame_index", "class", "mask_rle_size", "mask_rle_counts"} - set(ds.schema.names)
+    missing = set(PREDICTION_REQUIRED) - set(ds.schema.names)
     if missing:
         raise DataError(path, f"predictions lack column(s) {sorted(missing)}")
     f = (pads.field("video_id") == video_id) & (pads.field("frame_index") >= start) & (pads.field("frame_index") < end)
