@@ -1,6 +1,6 @@
 """`playerseg demo`: the whole pipeline on a fresh machine, no cluster needed, in a few minutes.
 
-    playerseg demo                                   # first 2 s of each sample clip at 12.5 frames/s
+    playerseg demo                                   # first 2 s of each sample clip at 10 frames/s
     playerseg demo --whole                           # the whole clips, every frame
     playerseg demo --seconds 10 --out outputs/demo10
     playerseg demo --model models/unet_effl0_acme --out outputs/demo
@@ -33,7 +33,7 @@ from playerseg.io import shared_data_dir
 
 log = logging.getLogger(__name__)
 UNIT_SECONDS = 1.0  # inference / render work unit in the demo: first results after a few seconds of video
-DEMO_FPS = 12.5  # frames per second of the quick look: 25 frames per clip, 1/2 to 1/5 of the 25-60 fps clips
+DEMO_FPS = 10.0  # frames per second of the quick look: 20 frames per clip, 1/2.5 to 1/6 of the 25-60 fps clips
 TRAIN_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "unet_acme.yaml"
 
 
