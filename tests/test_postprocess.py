@@ -186,8 +186,8 @@ def test_instance_records_at_source_resolution():
 
 
 def perspective_shot():
-    """A 360x640 wide shot (label map) and its player boxes: six single players whose size grows
-    with their foot row (perspective) and two players side by side, touching (one blob), feet at 300."""
+    """A 360x640 wide shot (label map) and its player boxes: eight single players whose size grows
+    with their foot row (perspective) and two players side by side, touching (one blob), feet at 330."""
     label = np.zeros((360, 640), np.uint8)
     truth = []
 
@@ -198,8 +198,8 @@ def perspective_shot():
         truth.append((float(x), float(foot - h), float(x + w), float(foot)))
         return w
 
-    for i, foot in enumerate(range(150, 300, 25)):
-        player(20 + 100 * i, foot)
+    for i, foot in enumerate(range(150, 310, 20)):
+        player(20 + 75 * i, foot)
     w = player(300, 330)
     player(300 + w, 330)  # no gap: the pair is one blob
     return label, truth
@@ -238,6 +238,9 @@ def test_size_split_leaves_close_ups_and_sparse_frames_whole():
     few[200:230, 100:112] = few[200:230, 200:212] = PLAYER
     few[250:285, 300:328] = PLAYER  # twice a player's size, but only three blobs: nothing to fit
     assert len(player_boxes(postprocess(few, CLASSES, cfg)[0])) == 3
+    few[210:240, 400:412] = few[220:250, 500:512] = PLAYER  # five blobs: fitted, but not a wide shot's crowd
+    assert len(player_boxes(postprocess(few, CLASSES, cfg)[0])) == 5
+    assert len(player_boxes(postprocess(few, CLASSES, dataclasses.replace(cfg, split_size_min_players=4))[0])) > 5
 
 
 def test_specks_far_smaller_than_a_player_at_their_row_are_dropped_unless_the_frame_cuts_them():

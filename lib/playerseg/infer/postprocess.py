@@ -56,14 +56,17 @@ class PostprocessConfig:
     split_on_led: bool = True  # split players merged across LED-board pixels
     split_led_threshold: float = 0.25
     # split player blobs that hold several players by their size: in a frame with at least
-    # `split_size_min_players` player blobs, the area one player has at each height of the frame is
-    # fitted from its blobs (perspective: sqrt(area) linear in the blob's foot row); a blob of at
-    # least this many times that area is cut into round(area / expected) players by k-means on its
-    # pixels' (x * `split_size_xweight`, y): players that touch stand mostly side by side. 0 = off.
-    # Chosen on the detection set's train split (benchmarks/bench_split.py): see the README
+    # `size_fit_min_players` player blobs, the area one player has at each height of the frame is
+    # fitted from its blobs (perspective: sqrt(area) linear in the blob's foot row); where there are
+    # at least `split_size_min_players` (a wide shot: a close shot's few players at mixed depths fit
+    # no perspective), a blob of at least this many times that area is cut into round(area /
+    # expected) players by k-means on its pixels' (x * `split_size_xweight`, y): players that touch
+    # stand mostly side by side. 0 = off. Chosen on the detection and Acme train splits
+    # (benchmarks/bench_split.py --split train): see the README
     split_size: float = 1.8
     split_size_xweight: float = 3.0
-    split_size_min_players: int = 4
+    size_fit_min_players: int = 4
+    split_size_min_players: int = 8
     split_size_max_height: float = 0.25  # only blobs shorter than this share of the frame (not close-ups)
     # ... and players under this share of that area are dropped (the ball, specks of a graphic or of
     # the crowd: far smaller than a player standing at that row), unless they touch the frame's edge
@@ -160,26 +163,27 @@ def split_by_size(found: list, frame_hw: tuple[int, int], cfg: "PostprocessConfi
     that many players (see `PostprocessConfig.split_size`); each part keeps its blob's score (the
     evidence that players stand there is the blob's). Deterministic (k-means from a fixed seed).
     Specks under `min_size` of their row's size go first, and the size is fitted again without them."""
-    if (cfg.split_size <= 0 and cfg.min_size <= 0) or len(found) < cfg.split_size_min_players:
+    if (cfg.split_size <= 0 and cfg.min_size <= 0) or len(found) < cfg.size_fit_min_players:
         return found
     frame_h, frame_w = frame_hw
     areas = np.array([f[0].sum() for f in found], np.float64)
     feet = np.array([f[2] + f[0].shape[0] for f in found], np.float64)
     # players the frame cuts are smaller than their row's size: kept, and left out of the fit
     edge = np.array([x0 == 0 or y0 == 0 or x0 + c.shape[1] >= frame_w for c, x0, y0, _ in found]) | (feet >= frame_h)
-    fit = ~edge if (~edge).sum() >= cfg.split_size_min_players else np.ones(len(found), bool)
+    fit = ~edge if (~edge).sum() >= cfg.size_fit_min_players else np.ones(len(found), bool)
     expected = expected_area(areas[fit], feet[fit])
     if cfg.min_size > 0:  # specks out, then the fit again without them
         keep = edge | (areas >= cfg.min_size * np.array([expected(f) for f in feet]))
         found, areas, feet, edge, fit = ([v for v, k in zip(found, keep) if k], areas[keep], feet[keep],
                                          edge[keep], fit[keep])
-        if fit.sum() >= cfg.split_size_min_players:
+        if fit.sum() >= cfg.size_fit_min_players:
             expected = expected_area(areas[fit], feet[fit])
+    wide = len(found) >= cfg.split_size_min_players
     out = []
     for (crop, x0, y0, score), area, foot in zip(found, areas, feet):
         ref = expected(foot)
         k = min(5, int(round(area / ref)))
-        if cfg.split_size <= 0 or area < cfg.split_size * ref or k < 2 or crop.shape[0] > cfg.split_size_max_height * frame_h:
+        if cfg.split_size <= 0 or not wide or area < cfg.split_size * ref or k < 2 or crop.shape[0] > cfg.split_size_max_height * frame_h:
             out.append((crop, x0, y0, score))
             continue
         ys, xs = np.nonzero(crop)
