@@ -74,9 +74,10 @@ class PostprocessConfig:
     # split (benchmarks/bench_split.py --split train): see the README; 0 = off
     min_size: float = 0.4
     # split player blobs where P(player) drops under this inside the blob (two touching players meet
-    # in a valley of lower probability); 0 = off. Measured on the detection set's held-out matches
-    # (benchmarks/bench_split.py): 0.9 raised people recall 0.68 -> 0.73 and precision 0.71 -> 0.73
-    split_core: float = 0.9
+    # in a valley of lower probability); 0 = off. First set to 0.9 on the detection set's held-out
+    # matches (first broadcast model: recall 0.68 -> 0.73, precision 0.71 -> 0.73), then chosen again
+    # on the detection and Acme train splits with every later step (0.93; README, "Post-processing")
+    split_core: float = 0.93
     split_core_share: float = 0.15  # a core must hold this share of its blob to stand alone
     max_instances: int = 200  # per class and frame, largest first
     # players whose score (mean P(player) over the blob) is under this are dropped: the sunlit grass,
