@@ -8,6 +8,8 @@ tracks, and the shot-cut signal on the real sample clips.
                                                                             # `playerseg infer` + `playerseg cluster`
     .venv/bin/python benchmarks/bench_tracking.py --id-switches tests/data/tracks_checked.json --flicker outputs/infer
                                                   # ID switches against hand-checked player positions
+    .venv/bin/python benchmarks/bench_tracking.py --flicker outputs/acme --labelled-teams ../shared/data/acme-football-semseg
+                                                  # team accuracy per frame / per track on the Acme frames
 
 Synthetic (`playerseg.data.synthetic.render_objects`; tests and benchmarks only, never a stand-in
 for real results): scene A (seed 0) then, after a hard cut, scene B (seed 1), people running,
@@ -216,6 +218,46 @@ def _switches(spec: dict, rows: list[dict]) -> dict:
             "id_switches": switches, "teams": teams, "per_player": per_player}
 
 
+def labelled_teams(output: str, root: str, min_share: float = 0.5) -> dict:
+    """Team accuracy per frame (`team_frame`) and per track (`team`, the vote) of a tracked and
+    clustered output of the Acme frames, against the set's own person labels: each predicted player
+    takes the label (`team_a`, `team_b`; goalkeepers and the referee OTHER) of the labelled person
+    holding most of its mask, if that person holds at least `min_share` of it. Also how long the
+    tracks are there: a vote over one instance is that instance's own team."""
+    import pyarrow.parquet as pq
+    from pycocotools import mask as rle
+
+    from playerseg.classes import TaskClasses
+    from playerseg.data.errors import Failures
+    from playerseg.data.registry import DataConfig, build_reader, iter_samples
+    from playerseg.players.teams import team_accuracy, true_teams
+    from playerseg.video.frames import frame_numbers
+
+    cols = ["frame_index", "class", "track_id", "team", "team_frame", "mask_rle_size", "mask_rle_counts"]
+    rows = [r for r in pq.read_table(f"{output.rstrip('/')}/predictions", columns=cols).to_pylist()
+            if r["class"] == "player" and r["team_frame"] is not None]
+    by_frame: dict[int, list] = {}
+    for r in rows:
+        by_frame.setdefault(r["frame_index"], []).append(r)
+    truth, per_frame, per_track, tracks = [], [], [], {}
+    for sample in iter_samples(build_reader(DataConfig(format="acme", root=root)), Failures()):
+        people = [i for i in sample.instances if i.mask is not None and i.class_id == TaskClasses().player]
+        for r in by_frame.get(frame_numbers([str(sample.path)])[0], []):
+            m = rle.decode({"size": r["mask_rle_size"], "counts": r["mask_rle_counts"]}).astype(bool)
+            hits = [int(np.count_nonzero(m & p.mask)) for p in people]
+            if not hits or max(hits) < min_share * max(1, int(m.sum())):
+                continue
+            truth.append(int(true_teams([people[int(np.argmax(hits))].label])[0]))
+            per_frame.append(r["team_frame"])
+            per_track.append(r["team"])
+            tracks[r["track_id"]] = tracks.get(r["track_id"], 0) + 1
+    lengths = [n for t, n in tracks.items() if t is not None and t >= 0]
+    return {"matched_players": len(truth), "per_frame": team_accuracy(per_frame, truth),
+            "per_track": team_accuracy(per_track, truth), "tracks": len(lengths),
+            "instances_in_tracks_of_2_or_more": int(sum(n for n in lengths if n >= 2)),
+            "median_track_length": float(np.median(lengths)) if lengths else 0.0}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--frames", type=int, default=300, help="synthetic frames in all (the cut is in the middle)")
@@ -230,6 +272,9 @@ def main(argv=None) -> int:
     p.add_argument("--cuts", nargs="*", help="real videos / folders: report their cut distances instead")
     p.add_argument("--flicker", help="an inference output folder (tracked and clustered): report team flicker instead")
     p.add_argument("--id-switches", help="with --flicker: also count ID switches against this hand-checked list")
+    p.add_argument("--labelled-teams", metavar="ACME_ROOT",
+                   help="with --flicker (an output of the Acme frames): team accuracy per frame and per track "
+                        "against the set's person labels")
     p.add_argument("--out", help="also write the result as JSON here")
     args = p.parse_args(argv)
     cfg = TrackConfig()
@@ -243,6 +288,9 @@ def main(argv=None) -> int:
                       f"{r['id_switches']} ID switches, {r['not_tracked']} checkpoints without a track; team accuracy "
                       f"there (outfield / all) {r['teams']}; "
                       + "; ".join(f"{k}: {v['tracks']}" for k, v in r["per_player"].items()))
+        if args.labelled_teams:
+            result["labelled_teams"] = labelled_teams(args.flicker, args.labelled_teams)
+            print(f"team accuracy against {args.labelled_teams}'s labels: {result['labelled_teams']}")
         print("| video | frames | player instances | tracked | tracks | median track length | team changes per 100 "
               "tracked instances, per-frame teams | ... per-track teams |")
         print("| --- |" + " ---: |" * 7)
