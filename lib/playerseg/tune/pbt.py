@@ -40,7 +40,7 @@ class TrainPBT(PopulationBasedTraining):
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         decision = super().on_trial_result(tune_controller, trial, result)
-        return TrialScheduler.CONTINUE if decision == TrialScheduler.PAUSE and not self._synch else decision
+        return TrialScheduler.CONTINUE if decision == TrialScheduler.PAUSE else decision  # the sweep never runs synch PBT
 
 
 def pbt_scheduler(space: Space, weights_keys, perturbation_interval: int) -> TrainPBT:

@@ -26,7 +26,7 @@ import threading
 from pathlib import Path
 
 from pyarrow.fs import FileType
-from ray.train.v2.api.callback import UserCallback
+from ray.train import UserCallback
 
 from playerseg.io import atomic_dir, read_json, write_json_atomic
 
