@@ -83,6 +83,22 @@ def version() -> str:
     return f"playerseg {playerseg.__version__} (ray {ray}, python {sys.version.split()[0]})"
 
 
+def flag_names(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """dest -> the flag a user types for it (the long option named like the field, else the first),
+    which config errors name; a dotted dest (a nested config field, `run.num_workers`) shows its
+    flag's name as metavar (`--num-workers NUM_WORKERS`), as a plain dest would."""
+    names = {}
+    for action in parser._actions:
+        longs = [o for o in action.option_strings if o.startswith("--")]
+        if not longs:
+            continue
+        leaf = action.dest.rsplit(".", 1)[-1].replace("_", "-")
+        names[action.dest] = next((o for o in longs if o[2:] == leaf), longs[0])
+        if "." in action.dest and action.metavar is None and action.choices is None and action.nargs != 0:
+            action.metavar = longs[0][2:].replace("-", "_").upper()
+    return names
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser of every command, or of `only` (so one command imports only its own module)."""
     common = _common()
@@ -95,8 +111,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         mod = importlib.import_module(module)
         p = sub.add_parser(name, help=help_text, description=help_text, epilog=examples(mod.__doc__),
                            formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common])
-        p.set_defaults(_module=module)
         mod.add_arguments(p)
+        p.set_defaults(_module=module, _flag_names=flag_names(p))
     return parser
 
 

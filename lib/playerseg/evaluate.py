@@ -473,7 +473,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     config_lib.add_config_arguments(parser, EvaluateConfig)
     parser.add_argument("--checkpoint", "--model", dest="checkpoint",
                         help="model checkpoint (Segmenter.load); default: the committed model")
-    parser.add_argument("--data-root", help="dataset folder (data.root)")
+    parser.add_argument("--data-root", dest="data.root", help="dataset folder (data.root)")
     parser.add_argument("--split", choices=SPLITS, help="which split to evaluate (default val)")
     parser.add_argument("--out", help="output folder for report.md, metrics.json, worst_frames.png")
     parser.add_argument("--tta", action="store_true", default=None, help="test-time augmentation on")
@@ -487,14 +487,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="redo the outputs of --out, made with another config or other weights")
 
 
-_FLAGS = {"checkpoint": "checkpoint", "data_root": "data.root", "split": "split", "out": "out", "tta": "tta",
-          "worst": "worst", "batch_size": "batch_size", "target_height": "target_height",
-          "data_from": "data_from", "runtime": "runtime", "overwrite": "overwrite"}
-
-
 def config_from_args(args: argparse.Namespace) -> EvaluateConfig:
     """Defaults, then `--config` file, then `--set` overrides, then the explicit flags."""
-    return config_lib.from_args(EvaluateConfig, args, _FLAGS)
+    return config_lib.from_args(EvaluateConfig, args)
 
 
 def check_config(cfg: EvaluateConfig) -> None:

@@ -20,16 +20,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="family", required=True, metavar="FAMILY")
     argv = sys.argv[1:]
     chosen = next((a for a in argv if a in FAMILIES), None)  # import only the family being run
-    from playerseg.cli import examples
+    from playerseg.cli import examples, flag_names
 
     for family, (module, help_text) in FAMILIES.items():
         load = chosen is None or family == chosen
         mod = importlib.import_module(module) if load else None
         p = sub.add_parser(family, help=help_text, description=help_text, epilog=examples(getattr(mod, "__doc__", "")),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.set_defaults(_family_module=module)
         if mod is not None:
             mod.add_arguments(p)
+        p.set_defaults(_family_module=module, _flag_names=flag_names(p))
 
 
 def run(args: argparse.Namespace) -> int:

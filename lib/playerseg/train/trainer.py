@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from playerseg.config import add_config_arguments, dump, from_args, resolve_paths, to_dict
-from playerseg.train.config import RUN_FLAGS, RunOptions, TrainConfig, add_run_arguments
+from playerseg.train.config import RunOptions, TrainConfig, add_run_arguments
 
 log = logging.getLogger(__name__)
 
@@ -96,15 +96,12 @@ def train(cfg: TrainConfig) -> dict:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p, TrainConfig)
     add_run_arguments(p)
-    p.add_argument("--accum-steps", type=int, help="gradient accumulation (run.accum_steps)")
-    p.add_argument("--export-dir", help="also export the best model here (export.dir)")
-
-
-_FLAGS = {**RUN_FLAGS, "accum_steps": "run.accum_steps", "export_dir": "export.dir"}
+    p.add_argument("--accum-steps", dest="run.accum_steps", type=int, help="gradient accumulation (run.accum_steps)")
+    p.add_argument("--export-dir", dest="export.dir", help="also export the best model here (export.dir)")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return from_args(TrainConfig, args, _FLAGS)
+    return from_args(TrainConfig, args)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -198,12 +198,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     cfgmod.add_config_arguments(p, ExtractConfig)
 
 
-_FLAGS = {k: k for k in ("inputs", "out", "every", "fps", "start", "end", "width", "height", "output", "image_format",
-                         "quality", "segment_seconds", "num_cpus", "concurrency", "address")}
-
-
 def config_from_args(args: argparse.Namespace) -> ExtractConfig:
-    return cfgmod.from_args(ExtractConfig, args, _FLAGS)
+    return cfgmod.from_args(ExtractConfig, args)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -248,12 +248,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     cfgmod.add_config_arguments(p, RenderConfig)
 
 
-_FLAGS = {k: k for k in ("source", "out", "predictions", "ground_truth", "video_id", "mode", "color_by", "labels", "track_ids",
-                         "fps", "keep_fps", "start", "end", "segment_seconds", "num_cpus", "concurrency", "address")}
-
-
 def config_from_args(args: argparse.Namespace) -> RenderConfig:
-    return cfgmod.from_args(RenderConfig, args, _FLAGS)
+    return cfgmod.from_args(RenderConfig, args)
 
 
 def check_config(cfg: RenderConfig) -> None:
