@@ -1,7 +1,7 @@
 """`playerseg train <family> ...`: train a model family as a Ray Train job.
 
-Each family is a module exposing `add_arguments(parser)` and `run(args) -> int`; adding a family
-(e.g. `sam`) is adding a line to FAMILIES.
+Each family is a `*_cmd.py` module (`train/unet_cmd.py`, `sam/train_cmd.py`) exposing
+`add_arguments(parser)` and `run(args) -> int`; adding a family is adding a line to FAMILIES.
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import sys
 
 FAMILIES: dict[str, tuple[str, str]] = {
     # family: (module, one-line help)
-    "unet": ("playerseg.train.trainer", "smp encoder-decoder (Unet, Unet++, FPN, DeepLabV3+) with Ray Train DDP"),
-    "sam": ("playerseg.sam.cli", "Segment Anything fine-tuning (decoder / prompt / last blocks / full) or a head on its embeddings"),
+    "unet": ("playerseg.train.unet_cmd", "smp encoder-decoder (Unet, Unet++, FPN, DeepLabV3+) with Ray Train DDP"),
+    "sam": ("playerseg.sam.train_cmd", "Segment Anything fine-tuning (decoder / prompt / last blocks / full) or a head on its embeddings"),
 }
 
 

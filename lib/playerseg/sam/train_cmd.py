@@ -39,6 +39,3 @@ def run(args: argparse.Namespace) -> int:
                                      if isinstance(v, float) and k.startswith(("val/", "train/loss", "encoder"))))
     print(out["failures"].summary())
     return 1 if out["failures"] and not out["train_items"] else 0
-
-
-add_sam_arguments, run_sam = add_arguments, run
