@@ -12,7 +12,6 @@ from playerseg.train.config import TrainConfig, add_run_arguments
 from playerseg.train.trainer import train
 
 
-# ---- command line -------------------------------------------------------------------------
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p, TrainConfig)
     add_run_arguments(p)
