@@ -74,6 +74,7 @@ MISTAKES = [
     ("infer {clip} --model {tmp}/no_model", "no_model"),
     ("infer {clip} --set resources.actorz=2", "actorz"),
     ("infer {clip} --batch-size four", "--batch-size"),
+    ("infer {clip} --batch-size 0", "--batch-size 0 is out of range"),  # a nested field's flag, named as typed
     ("infer {clip} --end 1 --start 2", "--end"),
     ("infer {clip} --config {broken}", "broken.yaml"),
     ("infer", "no inputs"),

@@ -188,7 +188,7 @@ def test_job_with_a_real_tiny_segmenter(synth_dir, tmp_path):
 def test_options_file_then_set_then_flags(tmp_path):
     from playerseg.cli import build_parser
     from playerseg.config import ConfigError
-    from playerseg.evaluate import config_from_args
+    from playerseg.evaluate_cmd import config_from_args
 
     (tmp_path / "eval.yaml").write_text("worst: 3\nbatch_size: 7\ndata: {format: coco, root: /from/file}\n")
     args = build_parser("evaluate").parse_args(

@@ -1,7 +1,11 @@
 """`playerseg <command>`: one console script, one subcommand per job.
 
-Each command lives in its own module exposing `add_arguments(parser)` and `run(args) -> int`;
-modules are imported only when their command runs, so `playerseg --help` stays fast.
+Where a command lives, one rule: a `*_cmd.py` module beside the logic it runs (`infer/infer_cmd.py`
+beside `infer/pipeline.py`) holds its flags (`add_arguments(parser)`), its config from them
+(`config_from_args`), the checks that can fail before work starts and `run(args) -> int`; logic
+modules hold no argparse. A flag's dest names the config field it sets (`dest="keep_fps"`, dotted
+for a nested one: `dest="run.num_workers"`), which `config.from_args` reads: no table of flags.
+Modules are imported only when their command runs, so `playerseg --help` stays fast.
 Adding a job is adding a module and a line here. The examples of `playerseg COMMAND --help` are
 the `playerseg ...` lines of the module's docstring.
 
@@ -23,14 +27,14 @@ from playerseg.data.errors import DataError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, one-line help)  -- keep one line per command
-    "demo": ("playerseg.demo", "the whole pipeline on this machine: local Ray, sample clips, model, inference, overlay video, index.html"),
+    "demo": ("playerseg.demo_cmd", "the whole pipeline on this machine: local Ray, sample clips, model, inference, overlay video, index.html"),
     "infer": ("playerseg.infer.infer_cmd", "segment players / LED boards in videos on Ray: instances to Parquet + COCO JSON"),
     "cluster": ("playerseg.players.cluster_cmd", "team assignment (k-means on player embeddings) and LED / truncated / merged flags, written into inference outputs"),
-    "extract": ("playerseg.video.extract", "frames of videos as JPEG/PNG files or Parquet rows (Ray, sharded)"),
-    "render": ("playerseg.video.render", "H.264 mp4 of frames with predicted players/LED boards drawn (Ray)"),
+    "extract": ("playerseg.video.extract_cmd", "frames of videos as JPEG/PNG files or Parquet rows (Ray, sharded)"),
+    "render": ("playerseg.video.render_cmd", "H.264 mp4 of frames with predicted players/LED boards drawn (Ray)"),
     "synth": ("playerseg.synth_cmd", "write a synthetic broadcast set (tests, benchmarks)"),
     "export": ("playerseg.export_cmd", "export a trained model: ONNX / torch.export .pt2 (dynamic sizes, classes + preprocessing inside), TorchScript, safetensors"),
-    "evaluate": ("playerseg.evaluate", "evaluate a checkpoint on a dataset split: metrics, report, worst-frame gallery"),
+    "evaluate": ("playerseg.evaluate_cmd", "evaluate a checkpoint on a dataset split: metrics, report, worst-frame gallery"),
     "train": ("playerseg.train_cmd", "train a segmentation model as a Ray Train job (`playerseg train unet ...`)"),
     "tune": ("playerseg.tune.tune_cmd", "hyperparameter sweep (Ray Tune, ASHA/PBT) over `playerseg train`: results table, best config + checkpoint"),
 }
@@ -83,6 +87,22 @@ def version() -> str:
     return f"playerseg {playerseg.__version__} (ray {ray}, python {sys.version.split()[0]})"
 
 
+def flag_names(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """dest -> the flag a user types for it (the long option named like the field, else the first),
+    which config errors name; a dotted dest (a nested config field, `run.num_workers`) shows its
+    flag's name as metavar (`--num-workers NUM_WORKERS`), as a plain dest would."""
+    names = {}
+    for action in parser._actions:
+        longs = [o for o in action.option_strings if o.startswith("--")]
+        if not longs:
+            continue
+        leaf = action.dest.rsplit(".", 1)[-1].replace("_", "-")
+        names[action.dest] = next((o for o in longs if o[2:] == leaf), longs[0])
+        if "." in action.dest and action.metavar is None and action.choices is None and action.nargs != 0:
+            action.metavar = longs[0][2:].replace("-", "_").upper()
+    return names
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser of every command, or of `only` (so one command imports only its own module)."""
     common = _common()
@@ -95,8 +115,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         mod = importlib.import_module(module)
         p = sub.add_parser(name, help=help_text, description=help_text, epilog=examples(mod.__doc__),
                            formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common])
-        p.set_defaults(_module=module)
         mod.add_arguments(p)
+        p.set_defaults(_module=module, _flag_names=flag_names(p))
     return parser
 
 

@@ -208,7 +208,7 @@ def load(
     """Defaults of `cls`, then `base`, then the YAML file at `path`, then `overrides`, then `flags`.
 
     `flags` maps dotted keys to values given by explicit command-line flags (None = not given);
-    `flag_names` maps top-level keys to their flags, which errors then name (`--every 0 is ...`).
+    `flag_names` maps (dotted) keys to their flags, which errors then name (`--every 0 is ...`).
     """
     data = _merge(to_dict(cls()), base or {})
     where = "config"
@@ -235,7 +235,7 @@ def load(
     except ConfigError as e:  # a bad value given by a flag: name the flag, as the user typed it
         for key, flag in (flag_names or {}).items():
             prefix = f"{where}.{key}: "
-            if key in explicit and str(e).startswith(prefix):
+            if (flags or {}).get(key) is not None and str(e).startswith(prefix):
                 raise ConfigError(f"{flag} {str(e)[len(prefix):]}") from None
         raise
 
@@ -250,17 +250,36 @@ def add_config_arguments(parser, cls: type | str) -> None:
                         help="override one config value, e.g. --set optim.lr=3e-4 (repeatable)")
 
 
-def from_args(cls: type[T], args, flags: dict[str, str] | None = None, base: dict | None = None) -> T:
-    """Config for a command: defaults < `--config` < `--set` < explicit flags.
+def field_keys(cls: type) -> set[str]:
+    """The dotted keys of every field of the config class `cls`, nested sections included."""
+    hints = typing.get_type_hints(cls)
+    keys = set()
+    for f in dataclasses.fields(cls):
+        if f.init:
+            keys.add(f.name)
+            if _is_dataclass_type(hints[f.name]):
+                keys |= {f"{f.name}.{k}" for k in field_keys(hints[f.name])}
+    return keys
 
-    `flags` maps argparse destinations to dotted config keys, e.g. {"data_root": "data.root"};
-    a flag left at None (or a positional `nargs="*"` left empty) is not given.
+
+def from_args(cls: type[T], args, flags: dict[str, str] | None = None, base: dict | None = None) -> T:
+    """Config for a command: defaults < `base` < `--config` < `--set` < explicit flags.
+
+    A flag sets the config field its argparse dest names: `dest="keep_fps"` the field `keep_fps`,
+    `dest="run.num_workers"` a nested one (`config`/`overrides` are --config/--set themselves).
+    `flags` maps the rare dest that cannot be its field's name to a dotted key. A flag left at None
+    (or a positional `nargs="*"` left empty) is not given. Errors name the flag as typed
+    (`args._flag_names`, which `playerseg.cli` sets; else `--dest`).
     """
-    given = {}
-    for dest, key in (flags or {}).items():
+    keys = field_keys(cls)
+    dests = {dest: dest for dest in vars(args) if dest in keys and dest not in ("config", "overrides")}
+    dests.update(flags or {})
+    given, names = {}, {}
+    typed = getattr(args, "_flag_names", {})
+    for dest, key in dests.items():
         value = getattr(args, dest, None)
         given[key] = None if isinstance(value, list) and not value else value
-    names = {key: "--" + dest.replace("_", "-") for dest, key in (flags or {}).items()}
+        names[key] = typed.get(dest) or "--" + dest.replace("_", "-")
     return load(cls, getattr(args, "config", None), getattr(args, "overrides", ()), base=base, flags=given,
                 flag_names=names)
 

@@ -31,30 +31,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start", type=float, help="videos: start at this time (seconds)")
     p.add_argument("--end", type=float, help="videos: stop before this time (seconds)")
     add_config_arguments(p, InferConfig)
-    p.add_argument("--actors", type=int, help="model actors (resources.actors; 0 = fill the cluster)")
-    p.add_argument("--gpus-per-actor", type=float, help="GPUs per model actor, fractional allowed")
-    p.add_argument("--cpus-per-actor", type=float, help="CPUs per model actor (= its torch threads)")
-    p.add_argument("--batch-size", type=int, help="frames per model call")
-    p.add_argument("--runtime", choices=("auto", "torch", "onnxruntime"),
+    p.add_argument("--actors", dest="resources.actors", type=int, help="model actors (resources.actors; 0 = fill the cluster)")
+    p.add_argument("--gpus-per-actor", dest="resources.gpus_per_actor", type=float, help="GPUs per model actor, fractional allowed")
+    p.add_argument("--cpus-per-actor", dest="resources.cpus_per_actor", type=float, help="CPUs per model actor (= its torch threads)")
+    p.add_argument("--batch-size", dest="resources.batch_size", type=int, help="frames per model call")
+    p.add_argument("--runtime", dest="resources.runtime", choices=("auto", "torch", "onnxruntime"),
                    help="resources.runtime: auto (default; ONNX Runtime on CPU actors, torch + autocast on GPUs), "
                    "torch, onnxruntime")
     p.add_argument("--tta", action="store_true", default=None, help="test-time augmentation (flip + scales)")
-    p.add_argument("--sam-checkpoint", help="refine instances with SAM from these weights")
-    p.add_argument("--sam-model-type", help="vit_b | vit_l | vit_h (| tiny_untrained for tests)")
+    p.add_argument("--sam-checkpoint", dest="sam.checkpoint", help="refine instances with SAM from these weights")
+    p.add_argument("--sam-model-type", dest="sam.model_type", help="vit_b | vit_l | vit_h (| tiny_untrained for tests)")
     p.add_argument("--address", help="Ray cluster address (default: running cluster or local Ray)")
     p.add_argument("--overwrite", action="store_true", help="discard existing outputs and start over")
 
 
-_FLAGS = {"inputs": "inputs", "model": "model", "output": "output", "start": "start", "end": "end", "tta": "tta",
-          "actors": "resources.actors",
-          "gpus_per_actor": "resources.gpus_per_actor", "cpus_per_actor": "resources.cpus_per_actor",
-          "batch_size": "resources.batch_size", "runtime": "resources.runtime", "sam_checkpoint": "sam.checkpoint",
-          "sam_model_type": "sam.model_type"}
-
-
 def config_from_args(args) -> InferConfig:
     """Defaults, then `--config` file, then `--set` overrides, then the explicit flags."""
-    return from_args(InferConfig, args, _FLAGS)
+    return from_args(InferConfig, args)
 
 
 def check_config(cfg: InferConfig) -> None:

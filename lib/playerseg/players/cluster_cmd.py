@@ -408,8 +408,7 @@ def check_config(cfg: ClusterConfig) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> ClusterConfig:
-    return cfgmod.from_args(ClusterConfig, args, {"inputs": "inputs", "predictions": "predictions", "model": "model",
-                                                  "address": "address"})
+    return cfgmod.from_args(ClusterConfig, args)
 
 
 def run(args: argparse.Namespace) -> int:

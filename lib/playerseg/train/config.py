@@ -1,5 +1,5 @@
 """The typed configuration of a training run (`playerseg train unet --config ... --set a.b=c`), and the
-run flags every `playerseg train <family>` shares (`add_run_arguments`, `RUN_FLAGS`)."""
+run flags every `playerseg train <family>` shares (`add_run_arguments`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -99,24 +99,22 @@ class RunOptions:
     inject_failure_epoch: int = -1  # fault-injection test hook: rank 0 dies once (os._exit) at this epoch
 
 
-# flags every `playerseg train <family>` takes (argparse dest -> dotted key; config.from_args)
-RUN_FLAGS = {"data": "data.root", "num_workers": "run.num_workers", "gpus_per_worker": "run.gpus_per_worker",
-             "cpus_per_worker": "run.cpus_per_worker", "batch_size": "run.batch_size", "epochs": "run.epochs",
-             "out": "run.out_dir", "name": "run.name", "resume": "run.resume", "max_failures": "run.max_failures"}
-
-
 def add_run_arguments(p, batch_help: str = "batch per worker (run.batch_size)") -> None:
-    """The RUN_FLAGS: dataset root and the Ray Train run options of a training config's `run`."""
-    p.add_argument("--data", help="dataset root (data.root)")
-    p.add_argument("--num-workers", type=int, help="Ray Train workers (run.num_workers)")
-    p.add_argument("--gpus-per-worker", type=float, help="GPUs per worker; 0 = CPU with gloo (run.gpus_per_worker)")
-    p.add_argument("--cpus-per-worker", type=float, help="CPUs (= torch threads) per worker")
-    p.add_argument("--batch-size", type=int, help=batch_help)
-    p.add_argument("--epochs", type=int, help="run.epochs")
-    p.add_argument("--out", help="runs folder (run.out_dir)")
-    p.add_argument("--name", help="run name: folder under --out; an existing run continues (run.name)")
-    p.add_argument("--resume", help="checkpoint folder to start from (run.resume)")
-    p.add_argument("--max-failures", type=int, help="worker restarts from the last checkpoint")
+    """The flags every `playerseg train <family>` takes: dataset root and the Ray Train run options
+    of a training config's `run` (each dest names its config field; config.from_args)."""
+    p.add_argument("--data", dest="data.root", help="dataset root (data.root)")
+    p.add_argument("--num-workers", dest="run.num_workers", type=int, help="Ray Train workers (run.num_workers)")
+    p.add_argument("--gpus-per-worker", dest="run.gpus_per_worker", type=float,
+                   help="GPUs per worker; 0 = CPU with gloo (run.gpus_per_worker)")
+    p.add_argument("--cpus-per-worker", dest="run.cpus_per_worker", type=float,
+                   help="CPUs (= torch threads) per worker")
+    p.add_argument("--batch-size", dest="run.batch_size", type=int, help=batch_help)
+    p.add_argument("--epochs", dest="run.epochs", type=int, help="run.epochs")
+    p.add_argument("--out", dest="run.out_dir", help="runs folder (run.out_dir)")
+    p.add_argument("--name", dest="run.name", help="run name: folder under --out; an existing run continues (run.name)")
+    p.add_argument("--resume", dest="run.resume", help="checkpoint folder to start from (run.resume)")
+    p.add_argument("--max-failures", dest="run.max_failures", type=int,
+                   help="worker restarts from the last checkpoint")
 
 
 @dataclass

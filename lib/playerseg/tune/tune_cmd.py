@@ -33,25 +33,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metric", help="reported metric to optimise (default score)")
     p.add_argument("--mode", choices=["max", "min"])
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: what the cluster holds)")
-    p.add_argument("--num-workers", type=int, help="Ray Train workers per trial (run.num_workers)")
-    p.add_argument("--cpus-per-worker", type=float, help="CPUs per worker (run.cpus_per_worker)")
-    p.add_argument("--gpus-per-worker", type=float, help="GPUs per worker, fractions allowed (run.gpus_per_worker)")
+    p.add_argument("--num-workers", dest="run.num_workers", type=int, help="Ray Train workers per trial (run.num_workers)")
+    p.add_argument("--cpus-per-worker", dest="run.cpus_per_worker", type=float, help="CPUs per worker (run.cpus_per_worker)")
+    p.add_argument("--gpus-per-worker", dest="run.gpus_per_worker", type=float, help="GPUs per worker, fractions allowed (run.gpus_per_worker)")
     p.add_argument("--no-wandb", dest="wandb", action="store_false", default=None, help="no W&B callback")
     p.add_argument("--resume", action="store_true", default=None, help="continue the sweep <out>/<name>")
-
-
-_FLAGS = {"base_config": "config", **{k: k for k in ("family", "space", "name", "out_dir", "num_samples", "scheduler",
-                                                   "metric", "mode", "max_concurrent", "wandb", "resume")}}
-_RUN_FLAGS = {"num_workers": "run.num_workers", "cpus_per_worker": "run.cpus_per_worker",
-              "gpus_per_worker": "run.gpus_per_worker"}
 
 
 def config_from_args(args: argparse.Namespace) -> SweepConfig:
     """SweepConfig: defaults < --sweep-config < --sweep-set < flags; --config / --set / run flags go to the
     base training config of every trial."""
     train_overrides = list(args.train_overrides)
-    train_overrides += [f"{k}={getattr(args, f)}" for f, k in _RUN_FLAGS.items() if getattr(args, f) is not None]
-    cfg = cfgmod.from_args(SweepConfig, args, _FLAGS)
+    train_overrides += [f"{k}={v}" for k, v in vars(args).items() if k.startswith("run.") and v is not None]
+    cfg = cfgmod.from_args(SweepConfig, args, {"base_config": "config"})  # `config`: the --sweep-config
     cfg.overrides = [*cfg.overrides, *train_overrides]
     if not cfg.space and not cfg.resume:
         raise cfgmod.ConfigError("give a search space: --space tune_spaces/<family>.yaml")

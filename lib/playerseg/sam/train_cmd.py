@@ -8,27 +8,23 @@ from __future__ import annotations
 import argparse
 
 from playerseg.config import add_config_arguments, from_args
-from playerseg.train.config import RUN_FLAGS, add_run_arguments
-
-_FLAGS = {**RUN_FLAGS, "format": "data.format", "model_type": "sam.model_type", "sam_checkpoint": "sam.checkpoint",
-          "mode": "sam.mode", "cache_dir": "cache.dir"}
-
+from playerseg.train.config import add_run_arguments
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p, "SamTrainConfig")  # by name: importing playerseg.sam.train loads Ray and more
     add_run_arguments(p, batch_help="images (frames or crops) per worker step (run.batch_size)")
-    p.add_argument("--format", help="data.format (acme, coco; SAM needs instance masks)")
-    p.add_argument("--model-type", help="vit_b | vit_l | vit_h | tiny_untrained (sam.model_type)")
-    p.add_argument("--sam-checkpoint", help="base SAM weights, path or fsspec URI (sam.checkpoint)")
-    p.add_argument("--mode", help="decoder | decoder_prompt | last_n_blocks | full | head (sam.mode)")
-    p.add_argument("--cache-dir", help="root of the embedding caches, one <model_type>-<hash>/ each (cache.dir)")
+    p.add_argument("--format", dest="data.format", help="data.format (acme, coco; SAM needs instance masks)")
+    p.add_argument("--model-type", dest="sam.model_type", help="vit_b | vit_l | vit_h | tiny_untrained (sam.model_type)")
+    p.add_argument("--sam-checkpoint", dest="sam.checkpoint", help="base SAM weights, path or fsspec URI (sam.checkpoint)")
+    p.add_argument("--mode", dest="sam.mode", help="decoder | decoder_prompt | last_n_blocks | full | head (sam.mode)")
+    p.add_argument("--cache-dir", dest="cache.dir", help="root of the embedding caches, one <model_type>-<hash>/ each (cache.dir)")
     p.add_argument("--overwrite", action="store_true", help="rebuild the embedding cache")
 
 
 def config_from_args(args: argparse.Namespace):
     from playerseg.sam.train import SamTrainConfig
 
-    return from_args(SamTrainConfig, args, _FLAGS)
+    return from_args(SamTrainConfig, args)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,6 +39,3 @@ def run(args: argparse.Namespace) -> int:
                                      if isinstance(v, float) and k.startswith(("val/", "train/loss", "encoder"))))
     print(out["failures"].summary())
     return 1 if out["failures"] and not out["train_items"] else 0
-
-
-add_sam_arguments, run_sam = add_arguments, run

@@ -27,7 +27,7 @@ import logging
 import time
 from pathlib import Path
 
-from playerseg.config import add_config_arguments, from_args
+from playerseg.config import add_config_arguments, load
 from playerseg.infer.pipeline import InferConfig
 from playerseg.io import shared_data_dir
 
@@ -127,8 +127,8 @@ def run(args) -> int:
     model, model_source = pick_model(args, out)
     print(f"demo: {len(videos)} video(s) ({source}), {span}; model {model} ({model_source})", flush=True)
     # short units: progress every few seconds of video, and the clips spread over the model actors
-    cfg = from_args(InferConfig, args, base={"model": model, "inputs": videos, "output": str(out / "infer"),
-                                              "end": end, "fps": keep_fps, "segment_seconds": UNIT_SECONDS})
+    cfg = load(InferConfig, args.config, args.overrides, base={"model": model, "inputs": videos, "output": str(out / "infer"),
+                                                             "end": end, "fps": keep_fps, "segment_seconds": UNIT_SECONDS})
     summary = run_inference(cfg, overwrite=True)
     renders, clips, render_failures = [], [], []
     ids = video_ids(videos)
