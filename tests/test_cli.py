@@ -92,6 +92,7 @@ MISTAKES = [
     ("synth --out {tmp}/synth --width 63", "--width"),
     ("train unet --config {tmp}/missing.yaml", "missing.yaml"),
     ("train unet --set optim.lrr=1", "lrr"),
+    ("train unet --num-workers -1", "--num-workers -1 is out of range"),  # was Ray's ValueError traceback
     ("tune unet --out {tmp}/tune", "--space"),
     ("demo {tmp}/missing_clip.mp4", "missing_clip.mp4"),
     ("demo --seconds 0", "--seconds"),

@@ -8,7 +8,7 @@ from playerseg.data.registry import DataConfig
 from playerseg.losses import LossConfig
 from playerseg.models.registry import ModelConfig
 from playerseg.optim import OptimConfig, SchedConfig, SWAConfig
-from playerseg.config import path_field
+from playerseg.config import at_least, path_field
 
 
 @dataclass
@@ -68,12 +68,12 @@ class ValConfig:
 class RunOptions:
     name: str = "unet"  # run folder <out_dir>/<name>; an existing one is continued
     out_dir: str = "runs"
-    num_workers: int = 1
-    gpus_per_worker: float = 0.0  # > 0: NCCL + CUDA + AMP; 0: gloo on CPU
-    cpus_per_worker: float = 1.0  # also torch.set_num_threads in each worker
-    batch_size: int = 8  # per worker, per optimizer micro-step
-    accum_steps: int = 1  # gradient accumulation: optimizer step every N batches
-    epochs: int = 20
+    num_workers: int = at_least(1, 1)
+    gpus_per_worker: float = at_least(0.0, 0.0)  # > 0: NCCL + CUDA + AMP; 0: gloo on CPU
+    cpus_per_worker: float = at_least(0.0, 1.0, above=True)  # also torch.set_num_threads in each worker
+    batch_size: int = at_least(1, 8)  # per worker, per optimizer micro-step
+    accum_steps: int = at_least(1, 1)  # gradient accumulation: optimizer step every N batches
+    epochs: int = at_least(1, 20)
     samples_per_epoch: int = 0  # crops per epoch over all workers; 0 = one per training frame
     amp: bool = True  # mixed precision where a GPU is used (ignored on CPU)
     # worker restarts from the last checkpoint (FailureConfig). Above 1 because Ray 2.60 Train V2's
