@@ -1,11 +1,7 @@
-"""THE driver of every `playerseg train <family>` job (the Unet's `train.trainer.train`, SAM's
-`sam.train.train_sam`): `run_job(cfg, trainer_of)` and the TorchTrainer of a family's loop (`torch_trainer`).
-
-The run folder is `<run.out_dir>/<run.name>`: `config.yaml`, Ray's checkpoints (`checkpoint_epochNNN/`, the
-best `run.keep_checkpoints` by score plus the latest) and what the family's loop writes there. Resuming,
-the time budget and failed workers are the loop's and Ray's (`train.loop`, `torch_trainer`); a family's
-driver keeps only its own: what it prepares before the fit, what it makes of the result.
-"""
+"""THE driver of every `playerseg train <family>` job (`run_job`: the Unet's `train.trainer.train`, SAM's
+`sam.train.train_sam`) and the TorchTrainer of a family's loop (`torch_trainer`). Resuming, the time budget
+and failed workers are the loop's and Ray's; a family's driver keeps only what it prepares before the fit
+and what it makes of the result."""
 from __future__ import annotations
 
 import time
