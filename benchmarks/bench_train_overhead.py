@@ -53,7 +53,8 @@ def plain(cfg: TrainConfig) -> tuple[float, float]:
 
 
 def ray_job(cfg: TrainConfig) -> tuple[float, float]:
-    from playerseg.train.trainer import run_dir_of, train
+    from playerseg.train.driver import run_dir_of
+    from playerseg.train.trainer import train
 
     t0 = time.perf_counter()
     train(cfg)

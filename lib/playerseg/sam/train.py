@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 
 from playerseg.classes import TaskClasses
-from playerseg.config import dump, from_dict, path_field, resolve_paths, to_dict
+from playerseg.config import from_dict, path_field, resolve_paths, to_dict
 from playerseg.data.errors import Failures
 from playerseg.data.registry import DataConfig, build_reader
 from playerseg.io import write_bytes_atomic
@@ -51,7 +51,7 @@ from playerseg.sam.model import CACHED_MODES, SamTrainModel
 from playerseg.sam.prompts import CropConfig
 from playerseg.train.config import RunOptions
 from playerseg.train.loop import Family, run_epochs, seed_everything, unwrap
-from playerseg.train.trainer import best_checkpoint, run_dir_of, torch_trainer
+from playerseg.train.driver import run_dir_of, run_job, torch_trainer
 
 log = logging.getLogger(__name__)
 
@@ -292,21 +292,20 @@ def build_trainer(cfg: SamTrainConfig, prepared: Prepared | None = None):
 
 
 def train_sam(cfg: SamTrainConfig, overwrite: bool = False) -> dict:
-    """Run the job; returns {run_dir, checkpoint (final sam_trained.pt), best, metrics, seconds, failures,
-    train_items, val_items, cache_dir}. `overwrite`: the embedding cache is rebuilt."""
-    t0 = time.perf_counter()
-    init_ray(dashboard=True, quiet=False)
-    prepared = prepare(cfg, overwrite)
-    dump(cfg, prepared.run_dir / "config.yaml")
-    result = build_trainer(cfg, prepared).fit()
-    run_dir = prepared.run_dir
-    final = None
-    if result.checkpoint is not None:
+    """Run the job (`driver.run_job`, `prepare` first); returns {run_dir, checkpoint (final sam_trained.pt),
+    best, metrics, seconds, failures, train_items, val_items, cache_dir}. `overwrite`: the cache is rebuilt."""
+    prepared = None
+
+    def trainer_of(run_dir: Path):
+        nonlocal prepared
+        prepared = prepare(cfg, overwrite)
+        return build_trainer(cfg, prepared)
+
+    result, out = run_job(cfg, trainer_of)
+    out["best"], out["checkpoint"] = out["checkpoint"], None
+    if result.checkpoint is not None:  # the latest: where the run ended
         with result.checkpoint.as_directory() as d:
-            final = str(run_dir / "final" / FILE)
-            write_bytes_atomic(final, (Path(d) / FILE).read_bytes())
-    best = best_checkpoint(result)
-    return {"run_dir": str(run_dir), "checkpoint": final, "best": best.path if best else None,
-            "metrics": result.metrics, "seconds": time.perf_counter() - t0, "failures": prepared.failures,
-            "train_items": len(prepared.train_items), "val_items": len(prepared.val_items),
-            "cache_dir": prepared.cache_dir}
+            out["checkpoint"] = str(Path(out["run_dir"]) / "final" / FILE)
+            write_bytes_atomic(out["checkpoint"], (Path(d) / FILE).read_bytes())
+    return {**out, "failures": prepared.failures, "train_items": len(prepared.train_items),
+            "val_items": len(prepared.val_items), "cache_dir": prepared.cache_dir}
