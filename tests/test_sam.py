@@ -260,3 +260,25 @@ def test_a_shared_cache_waits_for_its_builder_instead_of_refusing(tmp_path):
         assert not entered.wait(0.3)  # held: the second builder waits
     t.join(30)
     assert entered.is_set()
+
+
+def test_train_sam_command_exits_1_when_frames_were_skipped(monkeypatch, tmp_path, capsys):
+    """The exit rule of every job: trained on what could be read, the skipped frames listed, status 1
+    (it used to be 0 unless nothing at all could be read)."""
+    import argparse
+
+    from playerseg.data.errors import DataError, Failures
+    from playerseg.sam import train as sam_train
+    from playerseg.sam import train_cmd
+
+    failures = Failures()
+    out = {"run_dir": str(tmp_path), "seconds": 1.0, "train_items": 5, "val_items": 1, "checkpoint": None,
+           "metrics": {}, "failures": failures}
+    monkeypatch.setattr(sam_train, "train_sam", lambda cfg, overwrite=False: out)  # the job itself: tests/test_sam_job.py
+    p = argparse.ArgumentParser()
+    train_cmd.add_arguments(p)
+    args = p.parse_args([])
+    assert train_cmd.run(args) == 0
+    failures.add("frame_007.jpg", DataError("frame_007.jpg", "cannot decode"))
+    assert train_cmd.run(args) == 1
+    assert "frame_007.jpg" in capsys.readouterr().out
