@@ -67,7 +67,6 @@ def demo_inputs(inputs: list[str], out: Path) -> tuple[list[str], str]:
 
 def train_small(out: Path, epochs: int) -> str:
     """Train a small Unet with the training job (a few minutes on 2 CPUs); returns the model folder."""
-    from playerseg.config import load
     from playerseg.train.config import TrainConfig
     from playerseg.train.trainer import train
 

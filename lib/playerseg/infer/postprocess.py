@@ -175,8 +175,7 @@ def split_by_size(found: list, frame_hw: tuple[int, int], cfg: "PostprocessConfi
     expected = expected_area(areas[fit], feet[fit])
     if cfg.min_size > 0:  # specks out, then the fit again without them
         keep = edge | (areas >= cfg.min_size * np.array([expected(f) for f in feet]))
-        found, areas, feet, edge, fit = ([v for v, k in zip(found, keep) if k], areas[keep], feet[keep],
-                                         edge[keep], fit[keep])
+        found, areas, feet, fit = [v for v, k in zip(found, keep) if k], areas[keep], feet[keep], fit[keep]
         if fit.sum() >= cfg.size_fit_min_players:
             expected = expected_area(areas[fit], feet[fit])
     wide = len(found) >= cfg.split_size_min_players

@@ -1,4 +1,4 @@
-"""THE driver of every `playerseg train <family>` job (`run_job`: the Unet's `train.trainer.train`, SAM's
+"""The driver of every `playerseg train <family>` job (`run_job`: the Unet's `train.trainer.train`, SAM's
 `sam.train.train_sam`) and the TorchTrainer of a family's loop (`torch_trainer`). Resuming, the time budget
 and failed workers are the loop's and Ray's; a family's driver keeps only what it prepares before the fit
 and what it makes of the result."""
