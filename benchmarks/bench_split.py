@@ -12,8 +12,11 @@ Variants: `none` (components only), `core` (split at valleys of P(player), `spli
 (players must stand on the pitch, `on_pitch`), `core+pitch`, `core+pitch+size` (also blobs of several
 players' size cut into that many, `split_size`), `+size1.6` / `+size2.0` (other size thresholds),
 `+score0.75` (also players under a mean P(player) of 0.75 dropped, `min_player_score`), `+score0.7` /
-`+score0.8`, `defaults` (also specks under 0.4 of a player's size at their row dropped, `min_size`),
-`+specks0.3` / `+specks0.5`. Figures: people recall, precision (box IoU 0.5) and COCO box AP50.
+`+score0.8`, `+specks0.4` (also specks under 0.4 of a player's size at their row dropped, `min_size`),
+`+specks0.3` / `+specks0.5`; for a model with a centre channel (`ModelConfig.centre_head`):
+`defaults (+centres 0.3)` (blobs cut between peaks of P(centre) of at least 0.3, `centre_peak`),
+`+centres0.2` / `+centres0.5`, `+centres, no size split`, `+centres x1` (x distances unweighted).
+Figures: people recall, precision (box IoU 0.5) and COCO box AP50.
 """
 import argparse
 import contextlib
@@ -37,7 +40,8 @@ BASE = PostprocessConfig(instance_classes=["player"], split_core=0.0, on_pitch=0
                          min_player_score=0.0, min_size=0.0)
 DEFAULT = PostprocessConfig(instance_classes=["player"])
 ALL_SCORES = dataclasses.replace(DEFAULT, min_player_score=0.0, min_size=0.0)
-NO_SPECKS = dataclasses.replace(DEFAULT, min_size=0.0)
+NO_CENTRES = dataclasses.replace(DEFAULT, centre_peak=0.0)
+NO_SPECKS = dataclasses.replace(NO_CENTRES, min_size=0.0)
 VARIANTS = {
     "none": BASE,
     "core": dataclasses.replace(BASE, split_core=PostprocessConfig.split_core),
@@ -49,9 +53,16 @@ VARIANTS = {
     "+score0.75": NO_SPECKS,
     "+score0.7": dataclasses.replace(NO_SPECKS, min_player_score=0.7),
     "+score0.8": dataclasses.replace(NO_SPECKS, min_player_score=0.8),
-    "defaults (+specks 0.4)": DEFAULT,
-    "+specks0.3": dataclasses.replace(DEFAULT, min_size=0.3),
-    "+specks0.5": dataclasses.replace(DEFAULT, min_size=0.5),
+    "+specks0.4": NO_CENTRES,
+    "+specks0.3": dataclasses.replace(NO_CENTRES, min_size=0.3),
+    "+specks0.5": dataclasses.replace(NO_CENTRES, min_size=0.5),
+}
+CENTRES = {  # a model with a centre channel only
+    "defaults (+centres 0.3)": DEFAULT,
+    "+centres0.2": dataclasses.replace(DEFAULT, centre_peak=0.2),
+    "+centres0.5": dataclasses.replace(DEFAULT, centre_peak=0.5),
+    "+centres, no size split": dataclasses.replace(DEFAULT, split_size=0.0),
+    "+centres x1": dataclasses.replace(DEFAULT, centre_xweight=1.0),
 }
 
 
@@ -64,13 +75,14 @@ def main() -> None:
     args = p.parse_args()
     seg = Segmenter.load(args.model, device="cpu", runtime="auto")
     player = seg.classes.player
+    variants = {**VARIANTS, **(CENTRES if seg.meta.get("model", {}).get("centre_head") else {})}
     print(f"model {args.model}; people recall / precision at box IoU 0.5, box AP50, on the {args.split} split")
     for src in data_section(args.data_from).source_list():
         reader = build_reader(src, args.split)
         if args.max_frames:
             reader = Subset(reader, reader.keys()[: args.max_frames], args.split)
-        counts = {v: [0, 0, 0] for v in VARIANTS}  # tp, truth, detections
-        meters = {v: InstanceMeter(seg.classes) for v in VARIANTS}
+        counts = {v: [0, 0, 0] for v in variants}  # tp, truth, detections
+        meters = {v: InstanceMeter(seg.classes) for v in variants}
         frames, start = 0, time.perf_counter()
         for sample in iter_samples(reader, Failures()):
             truth = np.array([i.box for i in sample.instances if i.class_id == player], np.float64).reshape(-1, 4)
@@ -78,7 +90,7 @@ def main() -> None:
                 continue
             frames += 1
             proba = seg.predict_proba(sample.image[None])[0]
-            for name, cfg in VARIANTS.items():
+            for name, cfg in variants.items():
                 found = [i for i in postprocess(proba, seg.classes, cfg, sample.image)[0] if i.class_id == player]
                 boxes = np.array([i.box for i in found], np.float64).reshape(-1, 4)
                 c = counts[name]

@@ -118,3 +118,41 @@ def test_swa_averages_weights_and_updates_batchnorm():
     data = [(torch.randn(4, 3, 8, 8) * 3 + 5, None) for _ in range(3)]
     averaged = swa.finalize(data, torch.device("cpu"))
     assert not torch.allclose(averaged[1].running_mean, torch.zeros(4))
+
+
+def test_centre_loss_puts_peaks_at_box_centres_only_where_the_boxes_are_complete():
+    """A tiny network with a centre channel, fit on two bright people boxed in image 0 (their
+    source boxes every player) and one unboxed bright person in image 1 (a source that does not):
+    P(centre) peaks at the two box centres of image 0; image 1 adds nothing to the loss."""
+    from playerseg.losses import PartialLabelLoss, centre_targets
+
+    t = centre_targets(torch.tensor([[1.0, 4, 2, 10, 20], [2.0, 0, 0, 5, 5]]), 1, 24, 24, 0.15)
+    assert t.shape == (24, 24) and t[11, 7] == 1.0 and (t == 1.0).sum() == 1  # class 2's box ignored
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 5, padding=2), torch.nn.ReLU(),
+                              torch.nn.Conv2d(16, 16, 5, padding=2), torch.nn.ReLU(), torch.nn.Conv2d(16, 4, 1))
+    x = torch.zeros(2, 3, 32, 32)
+    x[0, :, 4:12, 4:8] = 1.0  # people smaller than the network's 9 x 9 view
+    x[0, :, 16:24, 20:24] = 1.0
+    x[1, :, 4:12, 14:18] = 1.0
+    allowed = torch.full((2, 32, 32), 7, dtype=torch.uint8)
+    boxes = [torch.tensor([[1.0, 4, 4, 8, 12], [1.0, 20, 16, 24, 24]]), torch.zeros(0, 5)]
+    known = torch.tensor([True, False])
+    loss_fn = PartialLabelLoss(LossConfig(partial=0.0, box_projection=0.0, centre=1.0), 3, centre_class=1)
+    _, parts = loss_fn(net(x), allowed, boxes, None, known)
+    _, alone = loss_fn(net(x)[:1], allowed[:1], boxes[:1], None, known[:1])
+    assert parts["centre"] == pytest.approx(alone["centre"], rel=1e-5)  # image 1 is not scored
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    for _ in range(200):
+        opt.zero_grad()
+        loss, parts = loss_fn(net(x), allowed, boxes, None, known)
+        loss.backward()
+        opt.step()
+    p = net(x)[0, 3].sigmoid().detach()
+    for cy, cx in ((8, 6), (20, 22)):  # the centres' pixels
+        window = p[cy - 1 : cy + 2, cx - 1 : cx + 2]
+        assert window.max() > 0.3 and window.max() == p[cy - 4 : cy + 5, cx - 4 : cx + 5].max()
+    far = p.clone()
+    far[3:13, 3:9] = 0
+    far[15:25, 19:25] = 0
+    assert far.max() < 0.2

@@ -202,3 +202,27 @@ def test_a_crafted_checkpoint_never_runs_code(tmp_path):
     with pytest.raises(ValueError, match="checkpoint.pt: unreadable weights"):
         Segmenter.load(str(folder), device="cpu", runtime="torch")
     assert not marker.exists()
+
+
+def test_a_centre_head_adds_one_sigmoid_channel_and_grows_from_a_model_without_it(tmp_path):
+    """`centre_head`: one more output channel after the classes; the loader gives the class
+    softmax and P(centre) after it, `predict` ignores it; a donor without it (`run.init_weights`)
+    keeps its class outputs exactly and starts the centre channel at P = 0.1."""
+    from playerseg.train.unet import load_donor, write_model_dir
+
+    path, donor, pre = _model_dir(tmp_path)
+    cfg = ModelConfig(**TINY, num_classes=3, centre_head=True)
+    model = build_model(cfg)
+    load_donor(model, donor.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        out, ref = model.eval()(x), donor(x)
+    assert out.shape[1] == 4 and torch.allclose(out[:, :3], ref, atol=1e-5)
+    assert torch.allclose(out[:, 3].sigmoid(), torch.full_like(out[:, 3], 0.1), atol=1e-3)
+    write_model_dir(tmp_path / "c", model.state_dict(), model_meta(cfg, TaskClasses(), pre))
+    seg = Segmenter.load(tmp_path / "c", device="cpu")
+    frames = np.random.default_rng(0).integers(0, 255, (2, 90, 150, 3), dtype=np.uint8)
+    proba = seg.predict_proba(frames, tta=True)
+    assert proba.shape == (2, 4, 90, 150) and np.allclose(proba[:, :3].sum(1), 1.0, atol=1e-4)
+    assert np.allclose(proba[:, 3], 0.1, atol=1e-3)
+    assert np.array_equal(seg.predict(frames), Segmenter.load(path, device="cpu").predict(frames))

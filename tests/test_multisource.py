@@ -281,3 +281,8 @@ def test_object_crops_fall_around_a_labelled_object():
     hits = lambda p: sum(int((CropDataset(store, crop, C, 40, object_crop_p=p, crop=(100, 100))[i][2][:, 0] >= 0).any())
                          for i in range(40))
     assert hits(1.0) == 40 and hits(0.0) < 20
+    # the crop says whether its boxes list every player (the centre head's targets)
+    assert bool(CropDataset(store, crop, C, 1)[0][3])
+    store.readers["d"].load = lambda key: Sample("px", np.zeros((200, 1000, 3), np.uint8), labels={"player": PIXEL},
+                                                 semantic=np.zeros((200, 1000), np.uint8))
+    assert not bool(CropDataset(FrameStore(store.readers, Preprocess(scale=1.0)), crop, C, 1)[0][3])

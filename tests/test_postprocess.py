@@ -147,7 +147,9 @@ def test_contour_cleanup_removes_spurs():
 
 def test_rejects_wrong_shapes():
     with pytest.raises(ValueError, match="probabilities"):
-        postprocess(np.zeros((4, 8, 8), np.float32), CLASSES)
+        postprocess(np.zeros((2, 8, 8), np.float32), CLASSES)
+    with pytest.raises(ValueError, match="probabilities"):
+        postprocess(np.zeros((5, 8, 8), np.float32), CLASSES)
 
 
 def test_class_fractions():
@@ -264,3 +266,26 @@ def test_players_the_model_half_believes_are_dropped():
     kept = player_boxes(postprocess(p, CLASSES)[0])
     assert kept == [(10.0, 10.0, 20.0, 40.0)]
     assert len(player_boxes(postprocess(p, CLASSES, PostprocessConfig(min_player_score=0))[0])) == 2
+
+
+def test_players_overlapping_in_depth_are_cut_between_their_centre_peaks():
+    """One blob, two people (one half behind the other): a model's centre channel with two peaks cuts
+    it between them; one peak, a weak second one, or no centre channel leave it whole."""
+    label = np.zeros((64, 96), np.uint8)
+    label[10:46, 30:44] = PLAYER
+    label[18:54, 38:52] = PLAYER  # behind-and-beside: one connected blob, no valley
+    p = probs(label)
+    centre = np.zeros((64, 96), np.float32)
+    yy, xx = np.mgrid[:64, :96]
+    for cy, cx in ((28, 37), (36, 45)):
+        centre = np.maximum(centre, np.exp(-((xx - cx) ** 2 / 8 + (yy - cy) ** 2 / 30)))
+    players = lambda q, **kw: [i for i in postprocess(q, CLASSES, PostprocessConfig(**kw))[0] if i.class_id == PLAYER]
+    split = players(np.concatenate([p, centre[None]]))
+    assert len(split) == 2
+    assert sorted(i.box[0] for i in split)[0] == 30 and sorted(i.box[2] for i in split)[1] == 52
+    (whole,) = players(p)  # no centre channel: one player
+    union = sum(i.mask.astype(int) for i in split)
+    assert union.max() == 1 and ((union > 0) == whole.mask).all()  # every pixel in one part
+    assert len(players(np.concatenate([p, centre[None]]), centre_peak=0)) == 1  # off
+    weak = centre * np.where(xx > 41, 0.2, 1.0)  # the second peak under the threshold
+    assert len(players(np.concatenate([p, weak[None]]))) == 1

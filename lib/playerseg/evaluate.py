@@ -408,7 +408,7 @@ def _evaluate_source(model, src: DataConfig, cfg: EvaluateConfig, classes: TaskC
             images = np.stack([s.image for s in batch])
             if hasattr(model, "predict_proba"):  # probabilities score the instances for AP
                 probas = model.predict_proba(images, tta=cfg.tta)
-                preds = probas.argmax(1).astype(np.uint8)
+                preds = probas[:, : len(classes)].argmax(1).astype(np.uint8)
             else:
                 probas, preds = [None] * len(batch), model.predict(images, tta=cfg.tta)
             for s, p, pr in zip(batch, preds, probas):

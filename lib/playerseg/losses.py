@@ -37,6 +37,11 @@ class LossConfig:
     tversky_alpha: float = 0.3  # weight of false positives
     tversky_beta: float = 0.7  # weight of false negatives
     label_smoothing: float = 0.0  # CE only
+    # the centre head (`ModelConfig.centre_head`): weight of CenterNet's focal loss on the players'
+    # centre heatmap, a Gaussian at each person box's centre (sigma = `centre_sigma` x the box's width
+    # and height), on the frames whose source boxes every player (`centre_loss`); 0 = off
+    centre: float = 0.0
+    centre_sigma: float = 0.15
 
 
 class BCELoss(nn.Module):
@@ -184,19 +189,62 @@ def box_pairwise(proba: torch.Tensor, boxes: list[torch.Tensor], image: torch.Te
     return total / max(1, count)
 
 
+def centre_targets(boxes: torch.Tensor, cls: int, h: int, w: int, sigma: float) -> torch.Tensor:
+    """H x W heatmap of the boxes (class, x0, y0, x1, y1) of class `cls`: the max of Gaussians at
+    their centres (sigma = `sigma` x width / height), 1 at each centre's pixel."""
+    b = boxes[boxes[:, 0] == cls, 1:]
+    target = torch.zeros(h, w, device=boxes.device)
+    if not len(b):
+        return target
+    cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+    sx = ((b[:, 2] - b[:, 0]) * sigma).clamp_min(0.8)
+    sy = ((b[:, 3] - b[:, 1]) * sigma).clamp_min(0.8)
+    xs = torch.arange(w, device=b.device, dtype=b.dtype) + 0.5
+    ys = torch.arange(h, device=b.device, dtype=b.dtype) + 0.5
+    gx = torch.exp(-((xs[None] - cx[:, None]) ** 2) / (2 * sx[:, None] ** 2))  # B x W
+    gy = torch.exp(-((ys[None] - cy[:, None]) ** 2) / (2 * sy[:, None] ** 2))  # B x H
+    target = (gy[:, :, None] * gx[:, None, :]).amax(0)
+    target[cy.long().clamp(0, h - 1), cx.long().clamp(0, w - 1)] = 1.0
+    return target
+
+
+def centre_loss(logit: torch.Tensor, boxes: list[torch.Tensor], known: torch.Tensor, cls: int,
+                sigma: float) -> torch.Tensor:
+    """CenterNet's penalty-reduced focal loss of the N x H x W centre logits on the frames where
+    `known` (their source boxes every object of class `cls`), over the number of centres."""
+    total, centres = logit.new_zeros(()), 0
+    for i, b in enumerate(boxes):
+        if not bool(known[i]):
+            continue
+        t = centre_targets(b, cls, *logit.shape[-2:], sigma)
+        logp, log1mp = F.logsigmoid(logit[i]), F.logsigmoid(-logit[i])
+        p = logp.exp()
+        pos = t >= 1.0
+        total = total - (log1mp.exp() ** 2 * logp)[pos].sum() - ((1 - t) ** 4 * p ** 2 * log1mp)[~pos].sum()
+        centres += int(pos.sum())
+    return total / max(1, centres)
+
+
 class PartialLabelLoss(nn.Module):
     """The training loss over class sets (`playerseg.data.targets`): the named `terms` on pixels with
     one known class, `partial` x set NLL on pixels with a class set, box terms on box-only classes.
     Returns (total, {name: value})."""
 
-    def __init__(self, cfg: LossConfig, num_classes: int):
+    def __init__(self, cfg: LossConfig, num_classes: int, centre_class: int | None = None):
         super().__init__()
         self.cfg = cfg
+        self.num_classes = num_classes
+        self.centre_class = centre_class  # the class whose box centres the centre channel learns
         self.exact = build_loss(cfg, num_classes)
 
     def forward(self, logits: torch.Tensor, allowed: torch.Tensor, boxes: list[torch.Tensor] | None = None,
-                image: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                image: torch.Tensor | None = None, centres_known: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, dict[str, float]]:
+        """`logits` N x C x H x W (N x (C + 1) x H x W with a centre channel); `centres_known` N bools:
+        the frame's boxes list every object of the centre class (its source labels it by box)."""
         logits = logits.float()
+        centre = logits[:, self.num_classes] if logits.shape[1] > self.num_classes else None
+        logits = logits[:, : self.num_classes]
         target = exact_target(allowed)
         if bool((target != IGNORE_INDEX).any()):
             total, parts = self.exact(logits, target)
@@ -212,6 +260,10 @@ class PartialLabelLoss(nn.Module):
             if self.cfg.box_pairwise and image is not None:
                 extra["box_pairwise"] = (self.cfg.box_pairwise,
                                          box_pairwise(proba, boxes, image, self.cfg.pairwise_threshold))
+        if self.cfg.centre and centre is not None and boxes is not None and centres_known is not None \
+                and self.centre_class is not None:
+            extra["centre"] = (self.cfg.centre, centre_loss(centre, boxes, centres_known, self.centre_class,
+                                                            self.cfg.centre_sigma))
         for name, (weight, value) in extra.items():
             total = total + weight * value
             parts[name] = float(value.detach())

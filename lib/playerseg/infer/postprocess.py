@@ -15,7 +15,9 @@ Steps, per instance class (player and led_board by default), all at model resolu
      becomes one player and the valley pixels go to the nearest core; in a wide shot, blobs of
      several players' size (the size one player has at that row, fitted on the frame's blobs) are cut
      into that many players by k-means on their pixels (`split_size`), and specks far smaller than
-     a player at their row (the ball, bits of a graphic) are dropped (`min_size`);
+     a player at their row (the ball, bits of a graphic) are dropped (`min_size`); with a model's
+     centre channel (`ModelConfig.centre_head`), a blob holding several centre peaks is cut between
+     them first (`centre_peak`);
   4. optional hole filling and convex hull of each instance;
   5. with the frame given, players must stand on the pitch (`on_pitch`): where the frame shows a pitch
      (`playerseg.pitch.pitch_mask`), a wide-shot-sized player with less than that share of grass
@@ -91,6 +93,13 @@ class PostprocessConfig:
     # ... tested on players shorter than this share of the frame height: wide-shot players; a close-up
     # player fills the frame, with little grass around it
     on_pitch_max_height: float = 0.2
+    # with a centre channel (the model's last output channel after the classes): a player blob that
+    # holds several local maxima of P(centre) of at least this, `centre_radius` of the frame height
+    # apart, is cut between them (each pixel to its nearest peak, x distances times `centre_xweight`);
+    # 0 = off
+    centre_peak: float = 0.3
+    centre_radius: float = 0.004
+    centre_xweight: float = 2.0
 
 
 def _disk(radius: int) -> np.ndarray:
@@ -144,6 +153,37 @@ def split_on_separator(mask: np.ndarray, separator: np.ndarray, min_area: int) -
     _, (iy, ix) = ndimage.distance_transform_edt(seeds == 0, return_indices=True)
     nearest = seeds[iy, ix]
     return [mask & (nearest == i) for i in range(1, len(cores) + 1)]
+
+
+def split_on_centres(mask: np.ndarray, centre: np.ndarray, cfg: "PostprocessConfig", min_area: int,
+                     radius: int) -> list[np.ndarray]:
+    """Cut one component (a crop) between the peaks of the centre map inside it: local maxima of at
+    least `cfg.centre_peak` over a window of `radius` pixels (a plateau counts once);
+    each pixel goes to its nearest peak, x distances weighted by `cfg.centre_xweight`. Peaks whose
+    part would hold under `min_area` pixels are dropped. Returns `[mask]` when fewer than two remain."""
+    c = np.where(mask, centre, 0.0).astype(np.float32)
+    size = 2 * radius + 1
+    peak = (c >= cfg.centre_peak) & (c >= ndimage.maximum_filter(c, size=size))
+    labels, n = ndimage.label(peak, np.ones((3, 3)))
+    if n < 2:
+        return [mask]
+    peaks = np.array(ndimage.center_of_mass(peak, labels, range(1, n + 1)))  # (y, x)
+    ys, xs = np.nonzero(mask)
+    while len(peaks) >= 2:
+        d = ((xs[:, None] - peaks[None, :, 1]) * cfg.centre_xweight) ** 2 + (ys[:, None] - peaks[None, :, 0]) ** 2
+        nearest = d.argmin(1)
+        counts = np.bincount(nearest, minlength=len(peaks))
+        if counts.min() >= min_area:
+            break
+        peaks = np.delete(peaks, counts.argmin(), 0)
+    if len(peaks) < 2:
+        return [mask]
+    parts = []
+    for i in range(len(peaks)):
+        part = np.zeros_like(mask)
+        part[ys[nearest == i], xs[nearest == i]] = True
+        parts.append(part)
+    return parts
 
 
 def expected_area(areas: np.ndarray, feet: np.ndarray) -> "Callable[[float], float]":
@@ -210,6 +250,7 @@ def postprocess(
     image: np.ndarray | None = None,
 ) -> tuple[list[Instance], np.ndarray]:
     """CxHxW class probabilities (or an HxW label map) -> (instances, HxW uint8 semantic map).
+    A (C+1)xHxW input carries a centre channel last (`Segmenter.predict_proba` of a centre-head model).
 
     `image`: the RGB frame (any size; the pitch test of step 5 needs it, skipped without it).
 
@@ -218,8 +259,9 @@ def postprocess(
     """
     cfg = cfg or PostprocessConfig()
     if proba.ndim == 2:
-        semantic, proba = proba.astype(np.uint8), None
-    elif proba.ndim == 3 and proba.shape[0] == len(classes):
+        semantic, proba, centre = proba.astype(np.uint8), None, None
+    elif proba.ndim == 3 and proba.shape[0] in (len(classes), len(classes) + 1):
+        proba, centre = proba[: len(classes)], (proba[len(classes)] if proba.shape[0] > len(classes) else None)
         semantic = proba.argmax(0).astype(np.uint8)
     else:
         raise ValueError(f"expected {len(classes)}xHxW probabilities or an HxW label map, got {proba.shape}")
@@ -230,6 +272,7 @@ def postprocess(
     if cfg.split_on_led and proba is not None and led is not None:
         separator = proba[led] >= cfg.split_led_threshold
     grass = _pitch(image, (h, w)) if cfg.on_pitch > 0 and image is not None else None
+    radius = max(1, int(round(cfg.centre_radius * h)))
     instances: list[Instance] = []
     for name in cfg.instance_classes:
         cid = classes.get(name)
@@ -248,6 +291,9 @@ def postprocess(
                 parts = [q for part in parts
                          for q in split_on_separator(part, proba[cid, y0:y1, x0:x1] < cfg.split_core,
                                                      max(min_area, int(cfg.split_core_share * part.sum())))]
+            if centre is not None and cfg.centre_peak > 0 and cid == classes.player:
+                parts = [q for part in parts
+                         for q in split_on_centres(part, centre[y0:y1, x0:x1], cfg, min_area, radius)]
             found += [_tight(part, x0, y0) for part in parts]
         # (crop, x0, y0, score): the mean probability of the class over the blob's pixels
         found = [(c, x0, y0, float(proba[cid, y0 : y0 + c.shape[0], x0 : x0 + c.shape[1]][c].mean())

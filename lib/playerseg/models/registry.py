@@ -48,6 +48,9 @@ class ModelConfig:
     encoder_depth: int = 5
     decoder_channels: list[int] = field(default_factory=list)  # Unet/Unet++: one per depth; [] = smp default
     num_classes: int = 3  # set from the task classes by training
+    # one more output channel: the players' centre heatmap (sigmoid; trained from person boxes,
+    # `losses.centre_loss`), read by the post-processing to split touching players
+    centre_head: bool = False
     mean: list[float] = field(default_factory=list)  # input normalisation; [] = the encoder weights' own
     std: list[float] = field(default_factory=list)
     kwargs: dict[str, Any] = field(default_factory=dict)  # passed on to smp.create_model
@@ -70,12 +73,14 @@ def _load_state(path: str) -> dict[str, torch.Tensor]:
 
 
 def build_model(cfg: ModelConfig, num_classes: int | None = None) -> nn.Module:
-    """The model `cfg.arch` with `num_classes` (default cfg.num_classes) output channels."""
+    """The model `cfg.arch` with `num_classes` (default cfg.num_classes) output channels, one more
+    with `cfg.centre_head`."""
     if cfg.arch in OTHER_MODELS:
         import importlib
 
         module, builder = OTHER_MODELS[cfg.arch].split(":")
-        return getattr(importlib.import_module(module), builder)(num_classes or cfg.num_classes, **cfg.kwargs)
+        return getattr(importlib.import_module(module), builder)((num_classes or cfg.num_classes) + cfg.centre_head,
+                                                                 **cfg.kwargs)
     if cfg.arch not in MODELS:
         raise ValueError(f"unknown model arch {cfg.arch!r}; models are {sorted([*MODELS, *OTHER_MODELS])}")
     kwargs = dict(cfg.kwargs)
@@ -89,7 +94,7 @@ def build_model(cfg: ModelConfig, num_classes: int | None = None) -> nn.Module:
         encoder_weights=None,  # never download; weights are loaded below
         encoder_depth=cfg.encoder_depth,
         in_channels=3,
-        classes=num_classes or cfg.num_classes,
+        classes=(num_classes or cfg.num_classes) + cfg.centre_head,
         **kwargs,
     )
     weights = cfg.encoder_weights

@@ -4,6 +4,7 @@ predicts (evaluation, inference, demo).
     seg = Segmenter.load("models/unet_effl0_acme")          # or a run checkpoint dir, or s3://...
     seg.classes                                              # TaskClasses
     proba = seg.predict_proba(frames)                        # N x H x W x 3 uint8 RGB -> N x C x H x W float32
+                                                             # (C + 1 with a centre head: the last channel)
     labels = seg.predict(frames, tta=True)                   # -> N x H x W uint8 class ids
 
 A model folder holds `model.json` (model config, classes, preprocessing, provenance) and the
@@ -18,7 +19,8 @@ is the one loader of every model kind (folders, `.onnx`, `.pt2`, `.ts`, SAM head
 Preprocessing (`Preprocess`, in the torch-free `playerseg.models.preprocess`, re-exported here):
 resize the frame by `scale` (cv2 INTER_AREA), RGB / 255, minus `mean`, over `std`, zero-pad right
 and bottom to a multiple of `pad_multiple`. Probabilities are
-the softmax, cropped and resized (bilinear) back to the input resolution. TTA averages the
+the softmax over the classes (`activate`; a centre channel after them, if the model has one, goes
+through a sigmoid), cropped and resized (bilinear) back to the input resolution. TTA averages the
 probabilities of the horizontal flip and of each scale factor in `tta_scales` (times `scale`).
 """
 from __future__ import annotations
@@ -187,7 +189,7 @@ class Segmenter:
         if flip:
             logits = logits.flip(-1)
         logits = logits[..., : resized.shape[1], : resized.shape[2]]
-        proba = logits.softmax(1)
+        proba = activate(logits, len(self.classes))
         if proba.shape[-2:] != (h, w):
             proba = F.interpolate(proba, size=(h, w), mode="bilinear", align_corners=False)
         return proba
@@ -205,7 +207,16 @@ class Segmenter:
 
     def predict(self, images, tta: bool = False) -> np.ndarray:
         """N x H x W x 3 uint8 RGB -> N x H x W uint8 class ids."""
-        return self.predict_proba(images, tta=tta).argmax(1).astype(np.uint8)
+        return self.predict_proba(images, tta=tta)[:, : len(self.classes)].argmax(1).astype(np.uint8)
+
+
+def activate(logits: torch.Tensor, num_classes: int, dim: int = 1) -> torch.Tensor:
+    """Logits -> probabilities: softmax over the `num_classes` class channels; the channel after
+    them, where the model has a centre head (`ModelConfig.centre_head`), through a sigmoid."""
+    if logits.shape[dim] == num_classes:
+        return logits.softmax(dim)
+    classes, centre = logits.split([num_classes, logits.shape[dim] - num_classes], dim)
+    return torch.cat([classes.softmax(dim), centre.sigmoid()], dim)
 
 
 def model_meta(model_cfg: ModelConfig, classes: TaskClasses, preprocess: Preprocess,

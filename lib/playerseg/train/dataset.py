@@ -6,7 +6,8 @@ aspect ratio; training takes random crops of it, never a squash to a square), wi
 maps and boxes. A training item is a 3 x H x W uint8 image, the H x W uint8 class sets of its
 pixels (`playerseg.data.targets`: what the source knows; 0 = nothing) and a MAX_BOXES x 5 float
 tensor of the boxes of box-labelled classes (class, x0, y0, x1, y1; unused rows class -1), so the
-default collate stacks them. Normalisation happens on the device (`Preprocess.normalize`).
+default collate stacks them, and whether those boxes list every player of the crop (its source labels
+players by box: the centre head's targets, `losses.centre_loss`). Normalisation happens on the device (`Preprocess.normalize`).
 
 A sample that fails to load (DataError naming its file) is skipped and recorded in `failures`;
 the rest of the set is used.
@@ -22,7 +23,7 @@ from torch.utils.data import Dataset
 from playerseg.classes import TaskClasses
 from playerseg.data.errors import DataError, Failures
 from playerseg.data.reader import Reader
-from playerseg.data.sample import Sample
+from playerseg.data.sample import BOX, Sample
 from playerseg.data.targets import known_classes
 from playerseg.models.segmenter import Preprocess
 
@@ -123,7 +124,8 @@ class CropDataset(Dataset):
             table[: len(got), 0] = torch.as_tensor(np.asarray(out["box_classes"])[: len(got)], dtype=torch.float32)
             table[: len(got), 1:] = torch.from_numpy(got)
         return (torch.from_numpy(np.ascontiguousarray(out["image"])).permute(2, 0, 1),
-                torch.from_numpy(np.ascontiguousarray(out["mask"])), table)
+                torch.from_numpy(np.ascontiguousarray(out["mask"])), table,
+                torch.tensor(sample.label_kind("player") == BOX))
 
 
     def _around(self, rng, sample: Sample, image, allowed, boxes):

@@ -29,7 +29,7 @@ from playerseg.losses import PartialLabelLoss
 from playerseg.metrics.semantic import REFERENCE_HEIGHT
 from playerseg.metrics.sources import SourceMeter
 from playerseg.models.registry import build_model, normalisation
-from playerseg.models.segmenter import CHECKPOINT_FILE, META_FILE, Preprocess, model_meta
+from playerseg.models.segmenter import CHECKPOINT_FILE, META_FILE, Preprocess, activate, model_meta
 from playerseg.optim import SWA, build_optimizer, build_scheduler
 from playerseg.train.config import TrainConfig
 from playerseg.train.dataset import CropDataset, FrameStore, box_lists
@@ -76,10 +76,24 @@ def build_training(cfg: TrainConfig, device: torch.device, read=None, transform=
         if tuple(donor.classes.names) != classes.names:
             raise ValueError(f"run.init_weights {cfg.run.init_weights} has classes {list(donor.classes.names)}, "
                              f"this run {list(classes.names)}")
-        model.load_state_dict(donor.model.state_dict())
+        load_donor(model, donor.model.state_dict())
     model = model.to(device)
-    loss_fn = PartialLabelLoss(cfg.loss, len(classes)).to(device)
+    loss_fn = PartialLabelLoss(cfg.loss, len(classes), classes.player).to(device)
     return classes, preprocess, model, loss_fn, train_set, val_store, failures
+
+
+def load_donor(model: torch.nn.Module, state: dict) -> None:
+    """`run.init_weights`' weights into `model`; a donor without the centre channel gives its class
+    channels to the output layer, whose centre channel starts at zero weights and CenterNet's prior
+    bias (P(centre) = 0.1 everywhere)."""
+    own = model.state_dict()
+    grown = {k for k, v in state.items() if k in own and v.ndim and own[k].shape[0] == v.shape[0] + 1
+             and own[k].shape[1:] == v.shape[1:]}
+    for k in grown:
+        head = torch.zeros_like(own[k]) if own[k].ndim > 1 else torch.full_like(own[k], -2.19)
+        head[: state[k].shape[0]] = state[k]
+        state = {**state, k: head}
+    model.load_state_dict(state)
 
 
 def _epoch_seed(cfg: TrainConfig, epoch: int, rank: int) -> int:
@@ -94,7 +108,7 @@ def train_one_epoch(model, loader, loss_fn, optimizer, sched, scaler, preprocess
     start = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
     n = len(loader)
-    for i, (raw, allowed, table) in enumerate(loader):
+    for i, (raw, allowed, table, centres_known) in enumerate(loader):
         raw, allowed = raw.to(device, non_blocking=True), allowed.to(device, non_blocking=True)
         x = preprocess.normalize(raw)
         step_now = (i + 1) % accum_steps == 0 or i + 1 == n
@@ -102,7 +116,7 @@ def train_one_epoch(model, loader, loss_fn, optimizer, sched, scaler, preprocess
         with sync:
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
                 logits = model(x)
-            loss, parts = loss_fn(logits, allowed, box_lists(table.to(device)), raw)
+            loss, parts = loss_fn(logits, allowed, box_lists(table.to(device)), raw, centres_known)
             scaler.scale(loss / accum_steps).backward()
         if step_now:
             scaler.step(optimizer)
@@ -136,12 +150,13 @@ def validate(model, store: FrameStore, classes: TaskClasses, cfg: TrainConfig, p
         sample = store.get(entry)
         x = preprocess.pad(torch.from_numpy(np.ascontiguousarray(sample.image)).permute(2, 0, 1))
         xb = preprocess.normalize(x[None].to(device))
-        logits = model(xb).float()
+        k = len(classes)
+        proba = activate(model(xb).float(), k)
         if cfg.val.tta:
-            logits = logits.softmax(1) + model(xb.flip(-1)).float().softmax(1).flip(-1)
+            proba = (proba + activate(model(xb.flip(-1)).float(), k).flip(-1)) / 2
         h, w = sample.image.shape[:2]
-        proba = logits[0, :, :h, :w].softmax(0).cpu().numpy()
-        pred = proba.argmax(0).astype(np.uint8)
+        proba = proba[0, :, :h, :w].cpu().numpy()
+        pred = proba[:k].argmax(0).astype(np.uint8)
         meters[entry[0]].update(sample, pred, proba)
         if len(shown) < overlays and sample.semantic is not None:
             shown.append((sample.image, sample.semantic, pred))
@@ -240,7 +255,7 @@ class UnetFamily(Family):
         self.eval_model = unwrap(self.model)
         if last and self.swa is not None and self.swa.active(epoch):
             self.eval_model = self.swa.finalize(
-                ((self.preprocess.normalize(x.to(w.device)), a) for x, a, _ in self.loader), w.device)
+                ((self.preprocess.normalize(x.to(w.device)), a) for x, a, *_ in self.loader), w.device)
             out["swa"] = True
         if w.rank == 0 and ((epoch + 1) % cfg.val.every == 0 or last):
             t0 = time.perf_counter()
