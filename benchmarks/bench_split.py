@@ -14,9 +14,12 @@ players' size cut into that many, `split_size`), `+size1.6` / `+size2.0` (other 
 `+score0.75` (also players under a mean P(player) of 0.75 dropped, `min_player_score`), `+score0.7` /
 `+score0.8`, `+specks0.4` (also specks under 0.4 of a player's size at their row dropped, `min_size`),
 `+specks0.3` / `+specks0.5`; for a model with a centre channel (`ModelConfig.centre_head`):
-`defaults (+centres 0.3)` (blobs cut between peaks of P(centre) of at least 0.3, `centre_peak`),
-`+centres0.2` / `+centres0.5`, `+centres, no size split`, `+centres x1` (x distances unweighted).
-Figures: people recall, precision (box IoU 0.5) and COCO box AP50.
+`+centres P rR` (blobs cut between the peaks of P(centre) of at least P, `centre_peak`, R of the
+frame height apart, `centre_radius`; the defaults are 0.2 and 0.008), `+centres 0.2 r0.008, no size
+split`, `+centre_min M` (the defaults, and blobs whose P(centre) stays under M dropped, `centre_min`,
+off by default).
+`--only centres` measures the centre variants and the defaults without centres; `--every K` every K-th
+frame. Figures: people recall, precision (box IoU 0.5) and COCO box AP50.
 """
 import argparse
 import contextlib
@@ -40,7 +43,7 @@ BASE = PostprocessConfig(instance_classes=["player"], split_core=0.0, on_pitch=0
                          min_player_score=0.0, min_size=0.0)
 DEFAULT = PostprocessConfig(instance_classes=["player"])
 ALL_SCORES = dataclasses.replace(DEFAULT, min_player_score=0.0, min_size=0.0)
-NO_CENTRES = dataclasses.replace(DEFAULT, centre_peak=0.0)
+NO_CENTRES = dataclasses.replace(DEFAULT, centre_peak=0.0, centre_min=0.0)
 NO_SPECKS = dataclasses.replace(NO_CENTRES, min_size=0.0)
 VARIANTS = {
     "none": BASE,
@@ -53,16 +56,15 @@ VARIANTS = {
     "+score0.75": NO_SPECKS,
     "+score0.7": dataclasses.replace(NO_SPECKS, min_player_score=0.7),
     "+score0.8": dataclasses.replace(NO_SPECKS, min_player_score=0.8),
-    "+specks0.4": NO_CENTRES,
+    "+specks0.4 (no centres)": NO_CENTRES,
     "+specks0.3": dataclasses.replace(NO_CENTRES, min_size=0.3),
     "+specks0.5": dataclasses.replace(NO_CENTRES, min_size=0.5),
 }
 CENTRES = {  # a model with a centre channel only
-    "defaults (+centres 0.3)": DEFAULT,
-    "+centres0.2": dataclasses.replace(DEFAULT, centre_peak=0.2),
-    "+centres0.5": dataclasses.replace(DEFAULT, centre_peak=0.5),
-    "+centres, no size split": dataclasses.replace(DEFAULT, split_size=0.0),
-    "+centres x1": dataclasses.replace(DEFAULT, centre_xweight=1.0),
+    **{f"+centres {peak} r{radius}": dataclasses.replace(NO_CENTRES, centre_peak=peak, centre_radius=radius)
+       for peak in (0.15, 0.2, 0.3) for radius in (0.008, 0.012)},
+    "+centres 0.2 r0.008, no size split": dataclasses.replace(NO_CENTRES, centre_peak=0.2, split_size=0.0),
+    **{f"+centre_min {m}": dataclasses.replace(DEFAULT, centre_min=m) for m in (0.2, 0.25, 0.3)},
 }
 
 
@@ -72,15 +74,19 @@ def main() -> None:
     p.add_argument("--data-from", default="configs/unet_broadcast_v2.yaml")
     p.add_argument("--max-frames", type=int, default=0)
     p.add_argument("--split", default="val", help="val (default) or train: the split to measure on")
+    p.add_argument("--every", type=int, default=1, help="every K-th frame of each source")
+    p.add_argument("--only", choices=["all", "centres"], default="all")
     args = p.parse_args()
     seg = Segmenter.load(args.model, device="cpu", runtime="auto")
     player = seg.classes.player
-    variants = {**VARIANTS, **(CENTRES if seg.meta.get("model", {}).get("centre_head") else {})}
+    centres = CENTRES if seg.meta.get("model", {}).get("centre_head") else {}
+    variants = {**VARIANTS, **centres} if args.only == "all" else {"+specks0.4 (no centres)": NO_CENTRES, **centres}
     print(f"model {args.model}; people recall / precision at box IoU 0.5, box AP50, on the {args.split} split")
     for src in data_section(args.data_from).source_list():
         reader = build_reader(src, args.split)
-        if args.max_frames:
-            reader = Subset(reader, reader.keys()[: args.max_frames], args.split)
+        if args.max_frames or args.every > 1:
+            keys = reader.keys()[:: args.every]
+            reader = Subset(reader, keys[: args.max_frames or len(keys)], args.split)
         counts = {v: [0, 0, 0] for v in variants}  # tp, truth, detections
         meters = {v: InstanceMeter(seg.classes) for v in variants}
         frames, start = 0, time.perf_counter()

@@ -269,14 +269,15 @@ def test_players_the_model_half_believes_are_dropped():
 
 
 def test_players_overlapping_in_depth_are_cut_between_their_centre_peaks():
-    """One blob, two people (one half behind the other): a model's centre channel with two peaks cuts
-    it between them; one peak, a weak second one, or no centre channel leave it whole."""
-    label = np.zeros((64, 96), np.uint8)
+    """One blob, two people (one half behind the other) in a wide shot: a model's centre channel with
+    two peaks cuts it between them; a weak second peak, no centre channel, or a close-up (the centres
+    are learnt from wide shots) leave it whole."""
+    label = np.zeros((200, 96), np.uint8)
     label[10:46, 30:44] = PLAYER
-    label[18:54, 38:52] = PLAYER  # behind-and-beside: one connected blob, no valley
+    label[18:54, 38:52] = PLAYER  # behind-and-beside: one connected blob (44 of 200 rows), no valley
     p = probs(label)
-    centre = np.zeros((64, 96), np.float32)
-    yy, xx = np.mgrid[:64, :96]
+    yy, xx = np.mgrid[:200, :96]
+    centre = np.zeros((200, 96), np.float32)
     for cy, cx in ((28, 37), (36, 45)):
         centre = np.maximum(centre, np.exp(-((xx - cx) ** 2 / 8 + (yy - cy) ** 2 / 30)))
     players = lambda q, **kw: [i for i in postprocess(q, CLASSES, PostprocessConfig(**kw))[0] if i.class_id == PLAYER]
@@ -287,5 +288,10 @@ def test_players_overlapping_in_depth_are_cut_between_their_centre_peaks():
     union = sum(i.mask.astype(int) for i in split)
     assert union.max() == 1 and ((union > 0) == whole.mask).all()  # every pixel in one part
     assert len(players(np.concatenate([p, centre[None]]), centre_peak=0)) == 1  # off
-    weak = centre * np.where(xx > 41, 0.2, 1.0)  # the second peak under the threshold
+    weak = centre * np.where(xx > 41, 0.1, 1.0)  # the second peak under the threshold
     assert len(players(np.concatenate([p, weak[None]]))) == 1
+    close_up = np.concatenate([p, centre[None]])[:, :64]  # the same blob fills 44 of 64 rows
+    assert len(players(close_up)) == 1
+    # a blob without any centre is no person (`centre_min`), unless it is close-up sized
+    assert len(players(np.concatenate([p, 0.05 * centre[None]]), centre_min=0.2)) == 0
+    assert len(players(np.concatenate([p, 0.05 * centre[None]])[:, :64], centre_min=0.2)) == 1

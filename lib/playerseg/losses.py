@@ -222,6 +222,8 @@ def centre_loss(logit: torch.Tensor, boxes: list[torch.Tensor], known: torch.Ten
         pos = t >= 1.0
         total = total - (log1mp.exp() ** 2 * logp)[pos].sum() - ((1 - t) ** 4 * p ** 2 * log1mp)[~pos].sum()
         centres += int(pos.sum())
+    if not bool(known.any()):
+        return logit.sum() * 0.0  # in the graph: a batch of other sources still backpropagates
     return total / max(1, centres)
 
 

@@ -93,13 +93,18 @@ class PostprocessConfig:
     # ... tested on players shorter than this share of the frame height: wide-shot players; a close-up
     # player fills the frame, with little grass around it
     on_pitch_max_height: float = 0.2
-    # with a centre channel (the model's last output channel after the classes): a player blob that
-    # holds several local maxima of P(centre) of at least this, `centre_radius` of the frame height
-    # apart, is cut between them (each pixel to its nearest peak, x distances times `centre_xweight`);
-    # 0 = off
-    centre_peak: float = 0.3
-    centre_radius: float = 0.004
+    # with a centre channel (the model's last output channel after the classes): a player blob of a
+    # wide shot (not taller than `split_size_max_height` of the frame) that holds several local maxima
+    # of P(centre) of at least this, `centre_radius` of the frame height apart, is cut between them
+    # (each pixel to its nearest peak, x distances times `centre_xweight`); 0 = off. Chosen on the
+    # detection set's train split (`benchmarks/bench_split.py --split train --only centres`): README
+    centre_peak: float = 0.2
+    centre_radius: float = 0.008
     centre_xweight: float = 2.0
+    # ... and a wide-shot player blob whose highest P(centre) is under this is dropped: no person's
+    # centre in it (sunlit grass, letters; the staff that the box labels leave out). 0 = off, the
+    # default: at 0.25 players of leagues the centre head never saw were dropped too (README)
+    centre_min: float = 0.0
 
 
 def _disk(radius: int) -> np.ndarray:
@@ -158,10 +163,11 @@ def split_on_separator(mask: np.ndarray, separator: np.ndarray, min_area: int) -
 def split_on_centres(mask: np.ndarray, centre: np.ndarray, cfg: "PostprocessConfig", min_area: int,
                      radius: int) -> list[np.ndarray]:
     """Cut one component (a crop) between the peaks of the centre map inside it: local maxima of at
-    least `cfg.centre_peak` over a window of `radius` pixels (a plateau counts once);
+    least `cfg.centre_peak` over a window of `radius` pixels, on the map smoothed by a Gaussian of
+    half that (a head's patchy response over one body counts once; so does a plateau);
     each pixel goes to its nearest peak, x distances weighted by `cfg.centre_xweight`. Peaks whose
     part would hold under `min_area` pixels are dropped. Returns `[mask]` when fewer than two remain."""
-    c = np.where(mask, centre, 0.0).astype(np.float32)
+    c = np.where(mask, ndimage.gaussian_filter(centre.astype(np.float32), radius / 2), 0.0)
     size = 2 * radius + 1
     peak = (c >= cfg.centre_peak) & (c >= ndimage.maximum_filter(c, size=size))
     labels, n = ndimage.label(peak, np.ones((3, 3)))
@@ -273,6 +279,7 @@ def postprocess(
         separator = proba[led] >= cfg.split_led_threshold
     grass = _pitch(image, (h, w)) if cfg.on_pitch > 0 and image is not None else None
     radius = max(1, int(round(cfg.centre_radius * h)))
+    wide_h = cfg.split_size_max_height * h  # the centres are learnt from wide shots: not on close-ups
     instances: list[Instance] = []
     for name in cfg.instance_classes:
         cid = classes.get(name)
@@ -291,7 +298,7 @@ def postprocess(
                 parts = [q for part in parts
                          for q in split_on_separator(part, proba[cid, y0:y1, x0:x1] < cfg.split_core,
                                                      max(min_area, int(cfg.split_core_share * part.sum())))]
-            if centre is not None and cfg.centre_peak > 0 and cid == classes.player:
+            if centre is not None and cfg.centre_peak > 0 and cid == classes.player and y1 - y0 <= wide_h:
                 parts = [q for part in parts
                          for q in split_on_centres(part, centre[y0:y1, x0:x1], cfg, min_area, radius)]
             found += [_tight(part, x0, y0) for part in parts]
@@ -299,6 +306,9 @@ def postprocess(
         found = [(c, x0, y0, float(proba[cid, y0 : y0 + c.shape[0], x0 : x0 + c.shape[1]][c].mean())
                   if proba is not None else 1.0) for c, x0, y0 in found]
         if cid == classes.player:
+            if centre is not None and cfg.centre_min > 0:
+                found = [f for f in found if f[0].shape[0] > wide_h
+                         or centre[f[2] : f[2] + f[0].shape[0], f[1] : f[1] + f[0].shape[1]][f[0]].max() >= cfg.centre_min]
             if grass is not None:  # players stand on the pitch (before the frame's sizes are fitted)
                 found = [f for f in found if f[0].shape[0] >= cfg.on_pitch_max_height * h
                          or grass_around(grass, (f[1], f[2], f[1] + f[0].shape[1], f[2] + f[0].shape[0])) >= cfg.on_pitch]

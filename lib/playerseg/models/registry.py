@@ -48,9 +48,14 @@ class ModelConfig:
     encoder_depth: int = 5
     decoder_channels: list[int] = field(default_factory=list)  # Unet/Unet++: one per depth; [] = smp default
     num_classes: int = 3  # set from the task classes by training
-    # one more output channel: the players' centre heatmap (sigmoid; trained from person boxes,
-    # `losses.centre_loss`), read by the post-processing to split touching players
+    # one more output channel after the classes: P(a person's centre), from a small head on the
+    # decoder's features (`models.centre.CentreModel`; trained from person boxes, `losses.centre_loss`),
+    # read by the post-processing to cut touching players apart; `centre_freeze_base`: the
+    # segmentation model stays fixed (its outputs exactly the donor's), only the head trains
     centre_head: bool = False
+    centre_freeze_base: bool = True
+    centre_width: int = 16  # channels of the head's layers
+    centre_rgb: bool = False  # the head also sees the frame
     mean: list[float] = field(default_factory=list)  # input normalisation; [] = the encoder weights' own
     std: list[float] = field(default_factory=list)
     kwargs: dict[str, Any] = field(default_factory=dict)  # passed on to smp.create_model
@@ -74,13 +79,14 @@ def _load_state(path: str) -> dict[str, torch.Tensor]:
 
 def build_model(cfg: ModelConfig, num_classes: int | None = None) -> nn.Module:
     """The model `cfg.arch` with `num_classes` (default cfg.num_classes) output channels, one more
-    with `cfg.centre_head`."""
+    with `cfg.centre_head` (`models.centre.CentreModel`)."""
     if cfg.arch in OTHER_MODELS:
         import importlib
 
         module, builder = OTHER_MODELS[cfg.arch].split(":")
-        return getattr(importlib.import_module(module), builder)((num_classes or cfg.num_classes) + cfg.centre_head,
-                                                                 **cfg.kwargs)
+        if cfg.centre_head:
+            raise ValueError(f"model.centre_head needs an smp encoder-decoder, not arch {cfg.arch!r}")
+        return getattr(importlib.import_module(module), builder)(num_classes or cfg.num_classes, **cfg.kwargs)
     if cfg.arch not in MODELS:
         raise ValueError(f"unknown model arch {cfg.arch!r}; models are {sorted([*MODELS, *OTHER_MODELS])}")
     kwargs = dict(cfg.kwargs)
@@ -94,7 +100,7 @@ def build_model(cfg: ModelConfig, num_classes: int | None = None) -> nn.Module:
         encoder_weights=None,  # never download; weights are loaded below
         encoder_depth=cfg.encoder_depth,
         in_channels=3,
-        classes=(num_classes or cfg.num_classes) + cfg.centre_head,
+        classes=num_classes or cfg.num_classes,
         **kwargs,
     )
     weights = cfg.encoder_weights
@@ -114,4 +120,8 @@ def build_model(cfg: ModelConfig, num_classes: int | None = None) -> nn.Module:
         if missing or unexpected:
             raise ValueError(f"{weights}: encoder weights do not fit {cfg.encoder}: "
                              f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+    if cfg.centre_head:
+        from playerseg.models.centre import CentreModel
+
+        return CentreModel(model, cfg.centre_width, cfg.centre_freeze_base, cfg.centre_rgb)
     return model

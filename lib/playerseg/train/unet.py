@@ -83,16 +83,13 @@ def build_training(cfg: TrainConfig, device: torch.device, read=None, transform=
 
 
 def load_donor(model: torch.nn.Module, state: dict) -> None:
-    """`run.init_weights`' weights into `model`; a donor without the centre channel gives its class
-    channels to the output layer, whose centre channel starts at zero weights and CenterNet's prior
-    bias (P(centre) = 0.1 everywhere)."""
-    own = model.state_dict()
-    grown = {k for k, v in state.items() if k in own and v.ndim and own[k].shape[0] == v.shape[0] + 1
-             and own[k].shape[1:] == v.shape[1:]}
-    for k in grown:
-        head = torch.zeros_like(own[k]) if own[k].ndim > 1 else torch.full_like(own[k], -2.19)
-        head[: state[k].shape[0]] = state[k]
-        state = {**state, k: head}
+    """`run.init_weights`' weights into `model`; a donor without the centre head
+    (`models.centre.CentreModel`) becomes its base model, and the head starts fresh."""
+    from playerseg.models.centre import CentreModel
+
+    if isinstance(model, CentreModel) and not any(k.startswith("head.") for k in state):
+        model.base.load_state_dict({k.removeprefix("base."): v for k, v in state.items()})
+        return
     model.load_state_dict(state)
 
 
@@ -208,7 +205,7 @@ class UnetFamily(Family):
                             num_workers=cfg.run.loader_workers, persistent_workers=cfg.run.loader_workers > 0)
         self.loader = ray.train.torch.prepare_data_loader(loader, move_to_device=False)
         self.steps_per_epoch = math.ceil(len(self.loader) / cfg.run.accum_steps)
-        self.optimizer = build_optimizer(cfg.optim, self.model.parameters())
+        self.optimizer = build_optimizer(cfg.optim, [p for p in self.model.parameters() if p.requires_grad])
         self.sched = build_scheduler(cfg.sched, self.optimizer, self.steps_per_epoch, cfg.run.epochs)
         self.scaler = torch.amp.GradScaler(w.device.type, enabled=w.amp)
         self.swa = SWA(cfg.swa, unwrap(self.model), self.optimizer, cfg.run.epochs) if cfg.swa.enabled else None
