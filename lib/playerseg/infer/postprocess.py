@@ -306,9 +306,9 @@ def postprocess(
         found = [(c, x0, y0, float(proba[cid, y0 : y0 + c.shape[0], x0 : x0 + c.shape[1]][c].mean())
                   if proba is not None else 1.0) for c, x0, y0 in found]
         if cid == classes.player:
-            if centre is not None and cfg.centre_min > 0:
-                found = [f for f in found if f[0].shape[0] > wide_h
-                         or centre[f[2] : f[2] + f[0].shape[0], f[1] : f[1] + f[0].shape[1]][f[0]].max() >= cfg.centre_min]
+            if centre is not None and cfg.centre_min > 0:  # a wide-shot player holds a person's centre
+                peak = lambda c, x0, y0: float(centre[y0 : y0 + c.shape[0], x0 : x0 + c.shape[1]][c].max())
+                found = [f for f in found if f[0].shape[0] > wide_h or peak(*f[:3]) >= cfg.centre_min]
             if grass is not None:  # players stand on the pitch (before the frame's sizes are fitted)
                 found = [f for f in found if f[0].shape[0] >= cfg.on_pitch_max_height * h
                          or grass_around(grass, (f[1], f[2], f[1] + f[0].shape[1], f[2] + f[0].shape[0])) >= cfg.on_pitch]

@@ -20,12 +20,11 @@ PRIOR_BIAS = -2.19  # CenterNet's start: P(centre) = 0.1 everywhere
 
 
 class CentreModel(nn.Module):
-    def __init__(self, base: nn.Module, width: int = 16, freeze_base: bool = True, rgb: bool = False):
+    def __init__(self, base: nn.Module, width: int = 16, freeze_base: bool = True):
         super().__init__()
         self.base = base
         self.freeze_base = freeze_base
-        self.rgb = rgb  # the (normalised) frame beside the features: edges and kits the features may lack
-        channels = base.segmentation_head[0].in_channels + (3 if rgb else 0)  # smp: the decoder's last features
+        channels = base.segmentation_head[0].in_channels  # smp: the decoder's last features
         layers: list[nn.Module] = []
         for i, dilation in enumerate((1, 2, 4, 8)):
             layers += [nn.Conv2d(channels if i == 0 else width, width, 3, padding=dilation, dilation=dilation),
@@ -47,8 +46,6 @@ class CentreModel(nn.Module):
         logits = self.base.segmentation_head(features)
         if self.freeze_base:
             features = features.detach()
-        if self.rgb:
-            features = torch.cat([features, x], 1)
         half = F.avg_pool2d(features, 2)
         centre = F.interpolate(self.head(half), size=features.shape[-2:], mode="bilinear", align_corners=False)
         return torch.cat([logits, centre], 1)

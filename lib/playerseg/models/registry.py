@@ -55,7 +55,6 @@ class ModelConfig:
     centre_head: bool = False
     centre_freeze_base: bool = True
     centre_width: int = 16  # channels of the head's layers
-    centre_rgb: bool = False  # the head also sees the frame
     mean: list[float] = field(default_factory=list)  # input normalisation; [] = the encoder weights' own
     std: list[float] = field(default_factory=list)
     kwargs: dict[str, Any] = field(default_factory=dict)  # passed on to smp.create_model
@@ -123,5 +122,5 @@ def build_model(cfg: ModelConfig, num_classes: int | None = None) -> nn.Module:
     if cfg.centre_head:
         from playerseg.models.centre import CentreModel
 
-        return CentreModel(model, cfg.centre_width, cfg.centre_freeze_base, cfg.centre_rgb)
+        return CentreModel(model, cfg.centre_width, cfg.centre_freeze_base)
     return model

@@ -7,7 +7,8 @@ maps and boxes. A training item is a 3 x H x W uint8 image, the H x W uint8 clas
 pixels (`playerseg.data.targets`: what the source knows; 0 = nothing) and a MAX_BOXES x 5 float
 tensor of the boxes of box-labelled classes (class, x0, y0, x1, y1; unused rows class -1), so the
 default collate stacks them, and whether those boxes list every player of the crop (its source labels
-players by box: the centre head's targets, `losses.centre_loss`). Normalisation happens on the device (`Preprocess.normalize`).
+players by box: the centre head's targets, `losses.centre_loss`). Normalisation happens on the device
+(`Preprocess.normalize`).
 
 A sample that fails to load (DataError naming its file) is skipped and recorded in `failures`;
 the rest of the set is used.
