@@ -88,7 +88,7 @@ def load_donor(model: torch.nn.Module, state: dict) -> None:
     from playerseg.models.centre import CentreModel
 
     if isinstance(model, CentreModel) and not any(k.startswith("head.") for k in state):
-        model.base.load_state_dict({k.removeprefix("base."): v for k, v in state.items()})
+        model.base.load_state_dict(state)
         return
     model.load_state_dict(state)
 
