@@ -1,4 +1,6 @@
 # Fresh machine: `make demo` (set up + run the main job on local Ray), `make test`.
+# The install goes through uv (pinned in constraints.txt): the same packages as pip, in ~30 s instead
+# of pip's ~3 min for torch's CUDA build; pip takes over where uv cannot reach the index.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -8,8 +10,9 @@ STAMP  := $(VENV)/.installed
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test]"
+	$(BIN)/python -m pip install -q -c constraints.txt uv
+	$(BIN)/uv pip install -q --python $(BIN)/python -c constraints.txt -e ".[test]" || \
+	    $(BIN)/python -m pip install -q -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
 setup: $(STAMP)
