@@ -66,11 +66,6 @@ def test_imagenet_lite_encoder_classifies_real_photos(variant):
                 or int(rand(_photo("flower.jpg")).argmax()) != FLOWER[variant])
 
 
-def test_lite0_classifier_keeps_its_name():
-    model = build_model(ModelConfig(encoder_weights=""), num_classes=3)
-    assert effnet_lite.Lite0Classifier(model.encoder).conv_head.in_channels == 320
-
-
 def test_lite_weights_refuse_another_encoder():
     with pytest.raises(ValueError, match="tu-efficientnet_lite0"):
         build_model(ModelConfig(encoder="resnet18", encoder_weights="effnet-lite0-imagenet"))

@@ -1,7 +1,7 @@
 """Task classes: the label space every model, reader and metric agrees on."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 IGNORE_INDEX = 255  # label-map value for pixels that count for no class (e.g. `unlabelled`)
 
@@ -39,11 +39,3 @@ class TaskClasses:
     @property
     def led_board(self) -> int | None:
         return self.get("led_board")
-
-
-@dataclass
-class ClassesConfig:
-    names: list[str] = field(default_factory=lambda: list(DEFAULT_CLASSES))
-
-    def build(self) -> TaskClasses:
-        return TaskClasses(tuple(self.names))

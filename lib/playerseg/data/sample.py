@@ -10,7 +10,6 @@ import numpy as np
 # (`box`: outside every box the pixel is not this class, inside it may be), or not at all (`none`:
 # a pixel may be this class anywhere the label map does not say a pixel-labelled class).
 PIXEL, BOX, NONE = "pixel", "box", "none"
-LABEL_KINDS = (PIXEL, BOX, NONE)
 
 
 @dataclass

@@ -26,12 +26,6 @@ COLUMNS = ["video_id", "frame_index", "class", "score", "bbox", "mask_rle_size",
 DEFAULT_IMAGE_ID = "{video_id}/{frame_index}"
 
 
-def read_predictions(path: str, columns: list[str] | None = None):
-    """The prediction rows under `path` (a part file or a folder of them) as one pyarrow Table."""
-    fs, fpath = filesystem(path)
-    return pq.read_table(fpath, filesystem=fs, columns=columns)
-
-
 def coco_results(table, classes: TaskClasses, image_id: str = DEFAULT_IMAGE_ID) -> list[dict]:
     """COCO result dicts (`metrics.instance.coco_detection`: bbox and segmentation RLE) of prediction rows."""
     out = []

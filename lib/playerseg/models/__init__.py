@@ -2,12 +2,10 @@
 encoder weights (`effnet_lite`), the preprocessing stored with every model (`preprocess`, no torch)
 and the inference wrapper every job shares (`segmenter`).
 
-The registry names below load lazily, so `import playerseg.models.preprocess` (inference decode
-workers) does not import torch.
+Nothing here imports torch, so `import playerseg.models.preprocess` (inference decode workers) does
+not either.
 """
 from pathlib import Path
-
-__all__ = ["MODELS", "ModelConfig", "build_model"]
 
 # The committed model every job uses when none is named (`infer`, `evaluate`, `cluster`, `render`,
 # `demo`): the one place that names it, relative to the checkout (lib/playerseg/models -> repo root).
@@ -26,11 +24,3 @@ def model_or_default(model: str | None, flag: str = "--model") -> str:
         raise ConfigError(f"no model given and the default model {DEFAULT_MODEL} is missing: pass {flag} <model folder>")
     print(f"model: {DEFAULT_MODEL} (the default; {flag} to use another)", flush=True)
     return str(DEFAULT_MODEL)
-
-
-def __getattr__(name: str):
-    if name in __all__:
-        from playerseg.models import registry
-
-        return getattr(registry, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

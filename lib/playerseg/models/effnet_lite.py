@@ -165,10 +165,3 @@ class LiteClassifier(nn.Module):
         features = self.encoder(x)[-1]
         x = torch.clamp(self.bn(self.conv_head(features)), 0, 6)  # ReLU6
         return self.fc(x.mean(dim=(2, 3)))
-
-
-class Lite0Classifier(LiteClassifier):
-    """`LiteClassifier` for Lite0 (the name before Lite1/2 came)."""
-
-    def __init__(self, encoder: nn.Module, path: str | None = None):
-        super().__init__(encoder, "lite0", path)

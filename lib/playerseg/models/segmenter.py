@@ -25,7 +25,6 @@ probabilities of the horizontal flip and of each scale factor in `tta_scales` (t
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os

@@ -39,10 +39,6 @@ class Crop:
         return f"{self.x0}_{self.y0}_{self.x1}_{self.y1}"
 
     @classmethod
-    def from_key(cls, key: str) -> "Crop":
-        return cls(*(int(v) for v in key.split("_")))
-
-    @classmethod
     def full(cls, sample: Sample) -> "Crop":
         return cls(0, 0, sample.width, sample.height)
 

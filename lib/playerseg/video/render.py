@@ -134,12 +134,6 @@ def _parquet_ids(unit: Unit) -> set[str]:
         return set(f.read_row_group(unit.spec["row_group"], columns=["video_id"]).column("video_id").to_pylist())
 
 
-def eval_rate(rate: str) -> float:
-    from fractions import Fraction
-
-    return float(Fraction(rate)) if "/" in rate else float(rate)
-
-
 def read_frames(unit: Unit, video_id: str) -> Iterator[tuple[int, np.ndarray]]:
     """(frame_index, RGB image) of one unit's frames of `video_id`, in order; a bad frame is logged
     and left out."""

@@ -38,7 +38,6 @@ PREDICTION_SCHEMA = pa.schema(
     ]
 )
 PREDICTION_REQUIRED = ("video_id", "frame_index", "class", "mask_rle_size", "mask_rle_counts")
-PREDICTION_OPTIONAL = ("instance_id", "score", "bbox", "team", "track_id", "pts_seconds", "area")
 
 FRAME_SCHEMA = pa.schema(
     [
