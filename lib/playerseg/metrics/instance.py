@@ -105,13 +105,6 @@ def json_rle(rle: dict) -> dict:
     return {"size": list(rle["size"]), "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
 
 
-def _bytes_rle(rle: dict) -> dict:
-    counts = rle["counts"]
-    if isinstance(counts, list):
-        return mask_utils.frPyObjects(rle, *rle["size"])
-    return {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-
-
 class InstanceMeter:
     """Streams ground truth and detections (RLEs only, no pixel arrays kept) and computes COCO AP."""
 
@@ -152,7 +145,7 @@ class InstanceMeter:
             ann = {"id": len(self.annotations) + 1, "image_id": image_id, "category_id": int(inst.class_id),
                    "bbox": [x, y, w, h], "iscrowd": 0, "area": w * h}
             if inst.mask is not None:
-                rle = _bytes_rle(rle_utils.encode(inst.mask))
+                rle = rle_utils.compressed(rle_utils.encode(inst.mask))
                 ann["segmentation"], ann["area"] = rle, float(mask_utils.area(rle))
             else:
                 self.all_masks = False
@@ -164,7 +157,7 @@ class InstanceMeter:
             det = {"image_id": self.image_id(d["image_id"]), "category_id": int(d["category_id"]),
                    "score": float(d.get("score", 1.0))}
             if "segmentation" in d:
-                det["segmentation"] = _bytes_rle(d["segmentation"])
+                det["segmentation"] = rle_utils.compressed(d["segmentation"])
             if "bbox" in d:
                 det["bbox"] = [float(v) for v in d["bbox"]]
             if "segmentation" not in det and "bbox" not in det:

@@ -18,25 +18,20 @@ def encode(mask: np.ndarray) -> dict:
 
 def decode(rle: dict) -> np.ndarray:
     """COCO RLE (compressed string/bytes or uncompressed list counts) -> HxW bool mask."""
-    counts = rle["counts"]
-    h, w = rle["size"]
-    if isinstance(counts, list):
-        rle = mask_utils.frPyObjects(rle, h, w)
-    elif isinstance(counts, str):
-        rle = {"size": [h, w], "counts": counts.encode("ascii")}
-    return mask_utils.decode(rle).astype(bool)
+    return mask_utils.decode(compressed(rle)).astype(bool)
 
 
 def area(rle: dict) -> int:
-    return int(mask_utils.area(_compressed(rle)))
+    return int(mask_utils.area(compressed(rle)))
 
 
 def to_bbox(rle: dict) -> list[float]:
     """[x, y, w, h] like COCO."""
-    return [float(v) for v in mask_utils.toBbox(_compressed(rle))]
+    return [float(v) for v in mask_utils.toBbox(compressed(rle))]
 
 
-def _compressed(rle: dict) -> dict:
+def compressed(rle: dict) -> dict:
+    """Any COCO RLE (str, bytes or list counts) as pycocotools takes it (bytes counts)."""
     counts = rle["counts"]
     if isinstance(counts, list):
         return mask_utils.frPyObjects(rle, *rle["size"])
