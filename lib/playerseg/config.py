@@ -174,13 +174,16 @@ def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def _set_path(tree: dict, dotted: str, value) -> None:
+def set_path(tree: dict, dotted: str, value, merge: bool = False) -> None:
+    """Set the value at `dotted` in a nested dict: replaced, or with `merge` its keys set one by one."""
     keys = dotted.split(".")
     node = tree
     for k in keys[:-1]:
         node = node.setdefault(k, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {dotted}: {k} is not a section")
+    if merge and isinstance(value, dict) and isinstance(node.get(keys[-1]), dict):
+        value = {**node[keys[-1]], **value}
     node[keys[-1]] = value
 
 
@@ -190,7 +193,7 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key.sub=value")
         key, raw = item.split("=", 1)
-        _set_path(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
+        set_path(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
     return tree
 
 
@@ -227,7 +230,7 @@ def load(
     explicit: dict = {}
     for key, value in (flags or {}).items():
         if value is not None:
-            _set_path(explicit, key, value)
+            set_path(explicit, key, value)
     try:
         cfg = from_dict(cls, _merge(data, explicit), where)
         resolve_paths(cfg)

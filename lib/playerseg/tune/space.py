@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from playerseg.config import ConfigError, from_dict, to_dict
+from playerseg.config import ConfigError, from_dict, set_path, to_dict
 
 SEARCH_TYPES = ("choice", "uniform", "loguniform", "grid", "randint")
 
@@ -157,18 +157,6 @@ def _leaf(dotted: str, tp, value, where: str) -> Leaf | None:
         if kind == "randint" and not all(isinstance(a, int) for a in args):
             raise SpaceError(f"{where}: {dotted}: randint takes [low, high) integers, got {args!r}")
     return Leaf(kind, tuple(args))
-
-
-def set_path(tree: dict, dotted: str, value, merge: bool = False) -> None:
-    """Set the value at `dotted` in a nested dict: replaced, or with `merge` its keys set one by one."""
-    keys = dotted.split(".")
-    node = tree
-    for k in keys[:-1]:
-        node = node.setdefault(k, {})
-    if merge and isinstance(value, dict) and isinstance(node.get(keys[-1]), dict):
-        node[keys[-1]] = {**node[keys[-1]], **value}
-    else:
-        node[keys[-1]] = value
 
 
 def apply(cls, base: dict, values: dict):
