@@ -54,7 +54,7 @@ from playerseg.io import write_table_atomic
 from playerseg.players.embed import ColourConfig, EncoderConfig
 from playerseg.players.flags import FLAG_COLUMNS, FlagsConfig
 from playerseg.players.parts import (META_KEY, cache_table, embeddings_of, frames_for, list_parts, part_key,
-                                     part_stamp, read_cache, read_part, stamp)
+                                     part_stamp, read_part, stamp)
 from playerseg.players.teams import UNKNOWN, TeamConfig
 
 log = logging.getLogger(__name__)
@@ -155,8 +155,8 @@ def _mask_box(mask: np.ndarray) -> tuple[float, float, float, float]:
 class EmbedActor:
     """Ray Data actor: embeds the part files of its batches (holds the encoder when one is used)."""
 
-    def __init__(self, cfg_json: str, fp: str):
-        self.cfg = cfgmod.from_dict(ClusterConfig, json.loads(cfg_json))
+    def __init__(self, cfg: ClusterConfig, fp: str):
+        self.cfg = cfg
         self.fp = fp
         self.embedder = None
         if self.cfg.embed.method == "encoder":
@@ -192,22 +192,18 @@ class EmbedActor:
 
 # ---- pass 2 and 3 -------------------------------------------------------------------------------
 def fit_group(cfg: ClusterConfig, fp: str, group: str, parts: list[str]) -> dict:
-    """Fit (or load) the team model of one video; returns its JSON state."""
-    from playerseg.io import exists, read_json, write_json_atomic
+    """Fit the team model of one video on the embeddings of its parts; returns its JSON state."""
+    from playerseg.io import write_json_atomic
     from playerseg.players.teams import TeamModel
 
-    path = cache_path(cfg, fp, "teams", group)
-    names = sorted(part_key(p)[1] for p in parts)
-    if exists(path) and read_json(path).get("parts") == names:
-        return read_json(path)
-    feats = [embeddings_of(read_cache(cache_path(cfg, fp, "embed", group, part_key(p)[1]))) for p in parts]
+    feats = [embeddings_of(read_part(cache_path(cfg, fp, "embed", group, part_key(p)[1]))) for p in parts]
     feats = [f for f in feats if len(f)]
     x = np.concatenate(feats) if feats else np.zeros((0, 1), np.float32)
     if len(x) > cfg.fit_max:  # an even, deterministic sample over the whole video
         x = x[np.linspace(0, len(x) - 1, cfg.fit_max).round().astype(int)]
     state = TeamModel(cfg.teams).fit(x).state()
-    state.update({"fitted_on": int(len(x)), "parts": names})
-    write_json_atomic(path, state)
+    state.update({"fitted_on": int(len(x)), "parts": sorted(part_key(p)[1] for p in parts)})
+    write_json_atomic(cache_path(cfg, fp, "teams", group), state)
     return state
 
 
@@ -230,7 +226,7 @@ def write_part(part: str, cfg: ClusterConfig, fp: str, state: dict) -> None:
 
     table = read_part(part)
     group, name = part_key(part)
-    cache = read_cache(cache_path(cfg, fp, "embed", group, name))
+    cache = read_part(cache_path(cfg, fp, "embed", group, name))
     n = table.num_rows
     team = np.full(n, UNKNOWN, dtype=np.int32)
     rows = cache.column("row").to_numpy()
@@ -283,7 +279,7 @@ def with_track_teams(cfg: ClusterConfig, fp: str, group: str, parts: list[str], 
         tracks = _track_ids(p)
         if tracks is None:
             return state
-        cache = read_cache(cache_path(cfg, fp, "embed", group, part_key(p)[1]))
+        cache = read_part(cache_path(cfg, fp, "embed", group, part_key(p)[1]))
         rows = cache.column("row").to_numpy()
         if len(rows):
             ids.append(tracks[rows])
@@ -295,16 +291,16 @@ def with_track_teams(cfg: ClusterConfig, fp: str, group: str, parts: list[str], 
 # ---- the command --------------------------------------------------------------------------------
 def cluster(cfg: ClusterConfig, overwrite: bool = False) -> dict:
     """Run the three passes; returns the summary (also written to `<predictions>/_cluster/<fp>/summary.json`).
-    ConfigError when the parts were clustered with other options (`overwrite`: redo them) or
+    ConfigError when an option is wrong, the parts were clustered with other options (`overwrite`: redo them) or
     another run writes into the folder."""
     from playerseg.ledger import Ledger, acquire_lock, release_lock
 
     if cfg.embed.method not in ("colour", "encoder", "sam"):
-        raise ValueError(f"embed.method must be 'colour', 'encoder' or 'sam', got {cfg.embed.method!r}")
+        raise cfgmod.ConfigError(f"embed.method must be colour, encoder or sam, got {cfg.embed.method!r}")
     if cfg.embed.method == "sam" and not cfg.embed.sam_checkpoint and cfg.embed.sam_type != "tiny_untrained":
-        raise ValueError("embed.method=sam needs embed.sam_checkpoint (SAM weights are never downloaded)")
+        raise cfgmod.ConfigError("embed.method=sam needs embed.sam_checkpoint (SAM weights are never downloaded)")
     if not cfg.predictions:
-        raise ValueError("no predictions folder given (--predictions, the output of `playerseg infer`)")
+        raise cfgmod.ConfigError("no predictions: pass --predictions <the output folder of `playerseg infer`>")
     parts_lock = acquire_lock(cfg.predictions)  # the parts are infer's: no infer run writes them meanwhile
     try:
         with Ledger(f"{cfg.predictions.rstrip('/')}/_cluster", signature(cfg), overwrite,
@@ -344,7 +340,7 @@ def _cluster(cfg: ClusterConfig) -> dict:
             by_group.setdefault(u.group, []).append(u.to_json())
         items = [{"part": p, "units": json.dumps(by_group.get(part_key(p)[0], []))} for p in need_embed]
         ds = ray.data.from_items(items).map_batches(
-            EmbedActor, fn_constructor_args=(json.dumps(cfgmod.to_dict(cfg)), fp), batch_size=1,
+            EmbedActor, fn_constructor_args=(cfg, fp), batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=max(1, cfg.workers)),
             num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus or None)
         with Progress("cluster: embed", total=len(items), unit="part") as bar:
@@ -363,8 +359,8 @@ def _cluster(cfg: ClusterConfig) -> dict:
         summary["already_written"] += len(ps) - len(todo)
         if todo:
             init_ray(cfg.address)
-            done, failed = map_items(todo, _write_task, what=f"cluster: write {g}", unit="part", num_cpus=0.25,
-                                     fn_kwargs={"cfg_json": json.dumps(cfgmod.to_dict(cfg)), "fp": fp, "state": state})
+            done, failed = map_items(todo, write_part, what=f"cluster: write {g}", unit="part", num_cpus=0.25,
+                                     fn_kwargs={"cfg": cfg, "fp": fp, "state": state})
             written += len(done)
             failures.items += failed.items
         summary["videos"][g] = {"fitted_on": state.get("fitted_on", 0), "parts": len(ps)}
@@ -372,10 +368,6 @@ def _cluster(cfg: ClusterConfig) -> dict:
                     "seconds": round(time.time() - start, 2)})
     write_json_atomic(f"{cfg.predictions.rstrip('/')}/_cluster/{fp}/summary.json", summary)
     return summary
-
-
-def _write_task(part: str, cfg_json: str, fp: str, state: dict) -> None:
-    write_part(part, cfgmod.from_dict(ClusterConfig, json.loads(cfg_json)), fp, state)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -390,8 +382,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def check_config(cfg: ClusterConfig) -> None:
-    """What can be named before Ray starts (ConfigError): the predictions folder, the inputs, the
-    encoder's model (the committed one by default; `imagenet` = the library's "")."""
+    """What `cluster` cannot check itself (ConfigError): the predictions folder and the inputs exist,
+    the encoder's model (the committed one by default; `imagenet` = the library's "")."""
     from playerseg.models import model_or_default
 
     if not cfg.predictions:
@@ -401,8 +393,6 @@ def check_config(cfg: ClusterConfig) -> None:
         raise cfgmod.ConfigError("no inputs: give the videos / frame folders `playerseg infer` read")
     for item in cfg.inputs:
         cfgmod.require_path(item, "input", "give the videos / frame folders `playerseg infer` read")
-    if cfg.embed.method not in ("colour", "encoder", "sam"):
-        raise cfgmod.ConfigError(f"embed.method must be colour, encoder or sam, got {cfg.embed.method!r}")
     if cfg.embed.method == "encoder":
         cfg.model = "" if cfg.model == "imagenet" else model_or_default(cfg.model)
 

@@ -35,7 +35,8 @@ def part_key(part: str) -> tuple[str, str]:
     return parent.rsplit("/predictions/", 1)[-1], posixpath.splitext(name)[0]
 
 
-def read_part(part: str):
+def read_part(part: str, columns: list[str] | None = None):
+    """A part (or embedding cache) file as a pyarrow Table; DataError naming it when unreadable."""
     import pyarrow.parquet as pq
 
     from playerseg.io import filesystem
@@ -43,7 +44,7 @@ def read_part(part: str):
     fs, path = filesystem(part)
     try:
         with fs.open(path, "rb") as f:
-            return pq.read_table(f)
+            return pq.read_table(f, columns=columns)
     except Exception as e:  # pyarrow raises several types for a broken file
         raise DataError(part, f"not a readable Parquet file: {e}") from None
 
@@ -114,16 +115,6 @@ def cache_table(out: dict):
         "led_overlap": pa.array(out["led_overlap"], pa.float32()),
         **{k: pa.array(out[k], pa.bool_()) for k in ("led", "truncated", "merged")},
     })
-
-
-def read_cache(path: str):
-    import pyarrow.parquet as pq
-
-    from playerseg.io import filesystem
-
-    fs, fpath = filesystem(path)
-    with fs.open(fpath, "rb") as f:
-        return pq.read_table(f)
 
 
 def embeddings_of(table) -> np.ndarray:
