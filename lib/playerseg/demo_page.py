@@ -99,11 +99,7 @@ def contact_sheet(tiles: list[np.ndarray], columns: int = SHEET_COLUMNS) -> np.n
     """Labelled tiles in rows of `columns` (the last row padded), stacked by `viz.grid`."""
     from playerseg.viz import grid
 
-    rows = []
-    for a in range(0, len(tiles), columns):
-        row = tiles[a:a + columns]
-        rows.append(np.concatenate(row, axis=1))
-    return grid(rows)
+    return grid([np.concatenate(tiles[a:a + columns], axis=1) for a in range(0, len(tiles), columns)])
 
 
 def clip_report(out: str, video_id: str, overlay: str, predictions: str, frames: str,

@@ -81,12 +81,8 @@ def select_frames(
         return None
     n = info.frame_count
     t = [info.pts_seconds(p) for p in info.frame_pts] if info.exact else [i / info.fps for i in range(n)]
-    idx = [
-        i
-        for i in range(n)
-        if (start_seconds is None or t[i] >= start_seconds - 1e-9)
-        and (end_seconds is None or t[i] < end_seconds - 1e-9)
-    ]
+    idx = [i for i in range(n) if (start_seconds is None or t[i] >= start_seconds - 1e-9)
+           and (end_seconds is None or t[i] < end_seconds - 1e-9)]
     if fps is not None and fps < info.fps:
         kept, last_bin = [], None
         for i in idx:
@@ -141,8 +137,6 @@ def plan_segments(
         before = [dts for p, dts in keys_by_pts if p <= pts[a]]
         seek = sorted(set(before[-2:]), reverse=True) if a > 0 else []
         segments.append(_segment(info, len(segments), a, b, seek, seg_keep))
-    for i, s in enumerate(segments):
-        s.number = i
     return segments
 
 
@@ -194,9 +188,8 @@ def _frames_from(uri: str, seek_dts: int | None, threads: int) -> Iterator[av.Vi
             raise DataError(uri, f"decode failed: {e}") from None
 
 
-def iter_segment(segment: Segment, threads: int = 1) -> Iterator[tuple[int, float, av.VideoFrame]]:
+def iter_segment(seg: Segment, threads: int = 1) -> Iterator[tuple[int, float, av.VideoFrame]]:
     """(frame_index, pts_seconds, av.VideoFrame) of the segment's frames, in order."""
-    seg = segment
     keep = None if seg.keep is None else set(seg.keep)
     if not seg.exact:
         first_time = None
@@ -212,8 +205,7 @@ def iter_segment(segment: Segment, threads: int = 1) -> Iterator[tuple[int, floa
     tb = Fraction(seg.time_base)
     rank = {p: seg.start + i for i, p in enumerate(seg.frame_pts)}
     start_pts, last_pts = seg.frame_pts[0], seg.frame_pts[-1]
-    attempts = [*seg.seek_dts, None]  # None: from the start of the file
-    for attempt, seek in enumerate(attempts):
+    for seek in [*seg.seek_dts, None]:  # None: from the start of the file
         expected = seg.start
         for f in _frames_from(seg.uri, seek, threads):
             if f.pts is None or f.pts < start_pts:
