@@ -1,4 +1,4 @@
-"""A small synthetic clip for tests and benchmarks: a moving pattern with the frame number drawn,
+"""A small synthetic clip for the tests: a moving pattern with the frame number drawn,
 H.264 with short GOPs and B-frames (so segments start mid-GOP and frames are reordered), optionally
 with irregular (variable-rate) timestamps."""
 from __future__ import annotations

@@ -56,7 +56,7 @@ def playerseg_cli(*args, cwd=None, env=None):
 @pytest.fixture(scope="module")
 def mistakes(tmp_path_factory):
     """A clip that exists (so each case has one mistake), a YOLO folder without data.yaml, a broken config."""
-    from playerseg.video.testclip import write_test_clip
+    from _testclip import write_test_clip
 
     tmp = tmp_path_factory.mktemp("mistakes")
     clip = write_test_clip(str(tmp / "clip.mp4"), frames=4)

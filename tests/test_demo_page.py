@@ -13,7 +13,7 @@ import pytest
 
 from playerseg.demo_page import clip_report, write_index
 from playerseg.metrics import rle
-from playerseg.video.testclip import write_test_clip
+from _testclip import write_test_clip
 
 W, H, FRAMES = 96, 64, 10
 

@@ -44,7 +44,7 @@ def head():
 def test_submit_extract_frames(head, tmp_path):
     from ray.job_submission import JobStatus
 
-    from playerseg.video.testclip import write_test_clip
+    from _testclip import write_test_clip
 
     clip = write_test_clip(str(tmp_path / "clip.mp4"), frames=24, width=96, height=64)
     out = tmp_path / "frames"

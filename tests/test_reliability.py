@@ -19,7 +19,7 @@ from playerseg.config import ConfigError
 from playerseg.data.errors import DataError
 from playerseg.ledger import Ledger
 from playerseg.video.frames import input_ids, plan_units, read_unit, safe_name, under
-from playerseg.video.testclip import write_test_clip
+from _testclip import write_test_clip
 
 
 def _frames(folder, n=3, size=(32, 24)):

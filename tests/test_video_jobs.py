@@ -16,7 +16,7 @@ from playerseg.video.encode import video_stats
 from playerseg.video.extract import ExtractConfig, run_extract
 from playerseg.video.render import RenderConfig, run_render
 from playerseg.video.schema import PREDICTION_SCHEMA
-from playerseg.video.testclip import write_test_clip
+from _testclip import write_test_clip
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -7,7 +7,7 @@ from playerseg.data.errors import DataError
 from playerseg.io import shared_data_dir
 from playerseg.video import decode_segment, decode_sequential, plan_segments, probe, select_frames
 from playerseg.video.segments import output_size
-from playerseg.video.testclip import write_test_clip
+from _testclip import write_test_clip
 
 VIDEOS = shared_data_dir() / "videos"
 realdata = pytest.mark.skipif(not VIDEOS.is_dir(), reason="../shared/data/videos absent")
