@@ -63,9 +63,9 @@ SAM_MODELS: dict[str, tuple] = {
 _PATCH_KEY = "image_encoder.patch_embed.proj.weight"
 
 
-def read_state(path: str, model_type: str = "") -> dict:
-    """A torch state dict (or our own checkpoint dict) from a local path or fsspec URI."""
-    what = f"SAM {model_type!r} checkpoint" if model_type else "SAM checkpoint"
+def read_state(path: str, what: str = "SAM checkpoint") -> dict:
+    """A torch state dict (or our own checkpoint dict) from a local path or fsspec URI;
+    SamCheckpointError naming the file as `what` when it is missing or unreadable."""
     try:
         return read_weights(path)
     except FileNotFoundError:
@@ -112,7 +112,7 @@ def build_sam(model_type: str, checkpoint: str | None = None, device: str | torc
         torch.manual_seed(0)
         sam = builder()
     if checkpoint:
-        state = read_state(checkpoint, model_type)
+        state = read_state(checkpoint, f"SAM {model_type!r} checkpoint")
         check_fits(sam, state, model_type, checkpoint)
         sam.load_state_dict(state)
     elif model_type != "tiny_untrained":

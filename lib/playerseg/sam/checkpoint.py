@@ -14,9 +14,8 @@ import io
 import torch
 from segment_anything.modeling import Sam
 
-from playerseg.data.errors import DataError
-from playerseg.io import read_weights, write_bytes_atomic
-from playerseg.sam.build import SamCheckpointError, build_sam, check_fits
+from playerseg.io import write_bytes_atomic
+from playerseg.sam.build import SamCheckpointError, build_sam, check_fits, read_state
 
 FORMAT = "playerseg-sam/1"
 FILE = "sam_trained.pt"
@@ -42,12 +41,7 @@ def save_trained(path: str, sam: Sam, trained: list[str], *, model_type: str, ba
 
 def load_trained(path: str) -> dict:
     """The checkpoint dict at `path` (local or fsspec); SamCheckpointError when it is not one."""
-    try:
-        state = read_weights(path)
-    except FileNotFoundError:
-        raise SamCheckpointError(f"{path}: SAM training checkpoint not found") from None
-    except DataError as e:
-        raise SamCheckpointError(f"{path}: not a readable SAM training checkpoint: {e.problem}") from None
+    state = read_state(path, "SAM training checkpoint")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise SamCheckpointError(f"{path}: not a playerseg SAM training checkpoint (format {FORMAT!r}); "
                                  "for official SAM weights use build_sam(model_type, path)")
