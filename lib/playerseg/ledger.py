@@ -113,7 +113,7 @@ class Ledger:
 
     # ---- the run ---------------------------------------------------------------------------
     def __enter__(self) -> "Ledger":
-        self._lock()
+        self._lock_file = acquire_lock(self.root, self.wait)
         try:
             self._check_signature()
         except BaseException:
@@ -123,9 +123,6 @@ class Ledger:
 
     def __exit__(self, *exc) -> None:
         self._unlock()
-
-    def _lock(self) -> None:
-        self._lock_file = acquire_lock(self.root, self.wait)
 
     def _unlock(self) -> None:
         release_lock(self._lock_file)

@@ -34,12 +34,6 @@ def overlay_panel(images, truths, preds, names, width: int = 1440) -> np.ndarray
     return np.concatenate(rows, axis=0)
 
 
-def _clean(value):
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
 class Tracker:
     """Rank 0's tracking; other ranks build it with `enabled=False` and it does nothing."""
 
@@ -69,7 +63,7 @@ class Tracker:
     def log(self, metrics: dict) -> None:
         if not self.enabled:
             return
-        row = {k: _clean(v) for k, v in metrics.items()}
+        row = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in metrics.items()}
         self.history.append(row)
         write_json_atomic(self.run_dir / "metrics.json", self.history)
         keys = list(dict.fromkeys(k for r in self.history for k in r))

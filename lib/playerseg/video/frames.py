@@ -41,7 +41,7 @@ from playerseg.config import ConfigError
 from playerseg.data.errors import DataError, Failures
 from playerseg.io import filesystem, fingerprint, is_local, listing_fingerprint, read_json
 from playerseg.video.probe import VIDEO_EXTENSIONS
-from playerseg.video.segments import Frame, Segment, decode_segment
+from playerseg.video.segments import Frame, Segment, decode_segment, plan_segments, select_frames
 
 log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -306,7 +306,7 @@ def plan_units(
     """Units of every input (videos probed as Ray tasks); unplannable inputs go to Failures.
     `start_seconds` / `end_seconds` keep a time range of each video (frame folders and Parquet
     whole). ConfigError when two inputs would have one id."""
-    from playerseg.video.source import plan_all, probe_all
+    from playerseg.video.source import probe_all
 
     failures = Failures()
     found = list_inputs(inputs)
@@ -317,11 +317,11 @@ def plan_units(
     if found.videos:
         infos, probe_failures = probe_all({u: ids[u] for u in found.videos}, cache_dir=probe_cache, num_cpus=probe_cpus)
         failures.items += probe_failures.items
-        sources = {i.video_id: i.fingerprint for i in infos}
-        for seg in plan_all(infos, segment_seconds, segment_frames or None, every=every, fps=fps,
-                            start_seconds=start_seconds, end_seconds=end_seconds):
-            units.append(Unit("video", seg.video_id, seg.name, seg.num_frames, {"segment": seg.to_json()},
-                              sources[seg.video_id], seg.start, seg.end))
+        for info in infos:
+            keep = select_frames(info, every, fps, start_seconds, end_seconds)
+            units += [Unit("video", seg.video_id, seg.name, seg.num_frames, {"segment": seg.to_json()},
+                           info.fingerprint, seg.start, seg.end)
+                      for seg in plan_segments(info, segment_seconds, segment_frames or None, keep)]
     if videos_only:
         for what in sorted(found.folders) + found.parquets:
             failures.add(what, DataError(what, "not a video"))

@@ -16,7 +16,6 @@ import ray
 
 from playerseg.data.errors import DataError, Failures
 from playerseg.video.probe import VideoInfo, load_or_probe
-from playerseg.video.segments import Segment, plan_segments, select_frames
 
 log = logging.getLogger(__name__)
 
@@ -37,23 +36,6 @@ def probe_all(
     items = [{"uri": u, "video_id": i} for u, i in sorted(videos.items())]
     done, failures = map_items(items, _probe, name=lambda item: item["uri"], num_cpus=num_cpus)
     return [VideoInfo.from_json(info) for _, info in done], failures
-
-
-def plan_all(
-    infos: list[VideoInfo],
-    segment_seconds: float = 10.0,
-    segment_frames: int | None = None,
-    every: int = 1,
-    fps: float | None = None,
-    start_seconds: float | None = None,
-    end_seconds: float | None = None,
-) -> list[Segment]:
-    """Segments of every video, in (video, frame) order, with the frame selection applied."""
-    out: list[Segment] = []
-    for info in infos:
-        keep = select_frames(info, every, fps, start_seconds, end_seconds)
-        out += plan_segments(info, segment_seconds, segment_frames, keep)
-    return out
 
 
 def frames_dataset(
