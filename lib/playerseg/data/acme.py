@@ -87,9 +87,6 @@ class AcmeReader(Reader):
     def __repr__(self) -> str:
         return f"AcmeReader({self.root!r}, {len(self._keys)} frames)"
 
-    def keys(self) -> list[str]:
-        return list(self._keys)
-
     def group(self, key: str) -> str:
         return self.root.rstrip("/").rsplit("/", 1)[-1]
 

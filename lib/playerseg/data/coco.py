@@ -112,9 +112,6 @@ class CocoReader(Reader):
     def __repr__(self) -> str:
         return f"CocoReader({self.annotations!r}, {len(self._keys)} images)"
 
-    def keys(self) -> list[str]:
-        return list(self._keys)
-
     def group(self, key: str) -> str:
         img = self._images[key]
         video = img.get("video_id", img.get("video"))

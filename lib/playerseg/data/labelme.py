@@ -50,9 +50,6 @@ class LabelmeReader(Reader):
     def from_config(cls, cfg) -> "LabelmeReader":
         return cls(cfg.root, TaskClasses(tuple(cfg.classes)), cfg.mapping, cfg.min_instance_pixels)
 
-    def keys(self) -> list[str]:
-        return list(self._keys)
-
     def group(self, key: str) -> str:
         return posixpath.dirname(key)
 

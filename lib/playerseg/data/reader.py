@@ -44,9 +44,11 @@ _TRAILING_NUMBER = re.compile(r"(\d+)$")
 class Reader(abc.ABC):
     """A dataset as sorted keys; `load(key)` reads one Sample (DataError naming the file if bad)."""
 
-    @abc.abstractmethod
+    _keys: list[str] = []  # each reader lists its keys, sorted, when it is made
+
     def keys(self) -> list[str]:
         """Sorted keys, listing only (no file is decoded)."""
+        return list(self._keys)
 
     @abc.abstractmethod
     def load(self, key: str) -> Sample:
@@ -75,9 +77,6 @@ class Subset(Reader):
         self.base = base
         self._keys = sorted(keys)
         self.name = name
-
-    def keys(self) -> list[str]:
-        return list(self._keys)
 
     def load(self, key: str) -> Sample:
         return self.base.load(key)

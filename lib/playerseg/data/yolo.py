@@ -81,9 +81,6 @@ class YoloReader(Reader):
     def __repr__(self) -> str:
         return f"YoloReader({self.root!r}, {len(self._keys)} images)"
 
-    def keys(self) -> list[str]:
-        return list(self._keys)
-
     def group(self, key: str) -> str:
         return video_and_frame(posixpath.basename(key))[0]
 
