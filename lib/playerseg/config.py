@@ -7,6 +7,7 @@ before any work starts. Values of overrides are parsed as YAML (`1e-3`, `true`, 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -97,14 +98,9 @@ def _coerce(tp, value, where: str):
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
+        for arg in (a for a in args if a is not type(None)):
+            with contextlib.suppress(ConfigError):
                 return _coerce(arg, value, where)
-            except ConfigError as e:
-                errors.append(str(e))
         raise ConfigError(f"{where}: {value!r} matches none of {tp}")
     if origin is typing.Literal:
         if value not in args:

@@ -213,14 +213,19 @@ class SegmentationMeter:
             raise ValueError(f"{len(ids)} ids for {len(pred)} images")
         return [self._update_one(p, t, i) for p, t, i in zip(pred, target, ids)]
 
-    def _update_one(self, pred: np.ndarray, target: np.ndarray, image_id) -> dict[str, float]:
+    def _class_scores(self, cm: np.ndarray) -> dict[str, float]:
+        """IoU and Dice of each class, and mIoU, from a confusion matrix."""
         names = self.classes.names
-        cm = confusion_matrix(pred, target, len(names))
-        self.confusion += cm
         iou, dice = iou_from_confusion(cm), dice_from_confusion(cm)
-        row = {f"iou/{n}": float(iou[i]) for i, n in enumerate(names)}
-        row.update({f"dice/{n}": float(dice[i]) for i, n in enumerate(names)})
-        row["miou"] = _nanmean(row[f"iou/{n}"] for _, n in self.foreground)
+        out = {f"iou/{n}": float(iou[i]) for i, n in enumerate(names)}
+        out.update({f"dice/{n}": float(dice[i]) for i, n in enumerate(names)})
+        out["miou"] = _nanmean(out[f"iou/{n}"] for _, n in self.foreground)
+        return out
+
+    def _update_one(self, pred: np.ndarray, target: np.ndarray, image_id) -> dict[str, float]:
+        cm = confusion_matrix(pred, target, len(self.classes))
+        self.confusion += cm
+        row = self._class_scores(cm)
         tol = self._radius(self.boundary_tol, target.shape[0])
         valid = target != IGNORE_INDEX
         for cid, n in self.foreground:
@@ -245,11 +250,7 @@ class SegmentationMeter:
         return [dict(r) for r in self._images]
 
     def compute(self) -> dict[str, float]:
-        names = self.classes.names
-        iou, dice = iou_from_confusion(self.confusion), dice_from_confusion(self.confusion)
-        out = {f"iou/{n}": float(iou[i]) for i, n in enumerate(names)}
-        out.update({f"dice/{n}": float(dice[i]) for i, n in enumerate(names)})
-        out["miou"] = _nanmean(out[f"iou/{n}"] for _, n in self.foreground)
+        out = self._class_scores(self.confusion)
         for _, n in self.foreground:
             out[f"boundary_f/{n}"] = _nanmean(r[f"boundary_f/{n}"] for r in self._images)
         out["players_over_led_iou"] = self.led_inter / self.led_union if self.led_union else math.nan

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections import Counter
 
 import cv2
 import numpy as np
@@ -65,12 +66,9 @@ class SourceMeter:
         self.postprocess_cfg = postprocess_cfg
         self.full = SegmentationMeter(classes, led_radius, boundary_tol, reference_height)
         self.boxes = InstanceMeter(classes)
-        self.counts: dict[str, float] = {}
+        self.counts: Counter = Counter()
         self.kinds: dict[str, str] = {}
         self.num_images = 0
-
-    def _add(self, key: str, value: float) -> None:
-        self.counts[key] = self.counts.get(key, 0) + value
 
     def update(self, sample: Sample, pred: np.ndarray, proba: np.ndarray | None = None) -> dict[str, float]:
         """Add one frame; returns that frame's own values of the count-based metrics (for ranking)."""
@@ -95,13 +93,13 @@ class SourceMeter:
                 if c == 0:
                     continue
                 t, p = (sample.semantic == c) & known, (pred == c) & known
-                self._add(f"inter/{names[c]}", int((t & p).sum()))
-                self._add(f"union/{names[c]}", int((t | p).sum()))
+                self.counts[f"inter/{names[c]}"] += int((t & p).sum())
+                self.counts[f"union/{names[c]}"] += int((t | p).sum())
             player, led = self.classes.player, self.classes.led_board
             if led in pixel and player is not None and player not in pixel:
                 hidden = occluded_board(sample.semantic == led)
-                self._add("hidden_board", int(hidden.sum()))
-                self._add("hidden_board_player", int((hidden & (pred == player)).sum()))
+                self.counts["hidden_board"] += int(hidden.sum())
+                self.counts["hidden_board_player"] += int((hidden & (pred == player)).sum())
         box_classes = [c for c, n in enumerate(names) if c and kinds[n] == BOX]
         if box_classes:
             self._boxes(sample, pred, proba, box_classes)
@@ -109,8 +107,8 @@ class SourceMeter:
     def _boxes(self, sample: Sample, pred, proba, box_classes: list[int]) -> None:
         from playerseg.infer.postprocess import PostprocessConfig, postprocess
 
-        cfg = self.postprocess_cfg or PostprocessConfig()
-        cfg = PostprocessConfig(**{**cfg.__dict__, "instance_classes": [self.classes.names[c] for c in box_classes]})
+        cfg = dataclasses.replace(self.postprocess_cfg or PostprocessConfig(),
+                                  instance_classes=[self.classes.names[c] for c in box_classes])
         found, _ = postprocess(proba if proba is not None else pred, self.classes, cfg, sample.image)
         image_id = self.boxes.add_ground_truth(dataclasses.replace(
             sample, id=f"{len(self.boxes.images)}:{sample.id}",
@@ -122,9 +120,9 @@ class SourceMeter:
             mine = [i for i in found if i.class_id == c]
             boxes = np.array([i.box for i in mine], np.float64).reshape(-1, 4)
             tp = match_boxes(boxes, np.array([i.score for i in mine]), truth, self.box_iou)
-            self._add(f"tp/{name}", tp)
-            self._add(f"gt/{name}", len(truth))
-            self._add(f"det/{name}", len(mine))
+            self.counts[f"tp/{name}"] += tp
+            self.counts[f"gt/{name}"] += len(truth)
+            self.counts[f"det/{name}"] += len(mine)
 
     def compute(self) -> dict[str, float]:
         """{metric: value} of what this source labels (keys prefixed by nothing: the caller names the source)."""
