@@ -61,6 +61,6 @@ def ray_local():
     """An embedded local Ray for the tests of one module (2 CPUs), shut down after them."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)  # its own, never a running one
     yield
     ray.shutdown()

@@ -8,7 +8,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import ray
 
 from playerseg.metrics import rle
 from playerseg.video import decode_sequential, frames_dataset
@@ -18,12 +17,7 @@ from playerseg.video.render import RenderConfig, run_render
 from playerseg.video.schema import PREDICTION_SCHEMA
 from _testclip import write_test_clip
 
-
-@pytest.fixture(scope="module", autouse=True)
-def ray_local():
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("ray_local")  # conftest: a local Ray of its own for this module
 
 
 @pytest.fixture(scope="module")
