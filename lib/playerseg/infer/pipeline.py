@@ -143,10 +143,6 @@ RESULT_SCHEMA = pa.schema([
 ])
 
 
-def _results(rows: list[dict]) -> pa.Table:
-    return pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
-
-
 def frame_result(row: dict, proba: np.ndarray, classes: TaskClasses, cfg: PostprocessConfig,
                  refiner=None, image: np.ndarray | None = None) -> dict:
     """Post-process one frame's probabilities into its output row (`RESULT_SCHEMA`); the frame
@@ -161,8 +157,12 @@ def frame_result(row: dict, proba: np.ndarray, classes: TaskClasses, cfg: Postpr
             "fractions": json.dumps(class_fractions(semantic, classes))}
 
 
-def _empty_result(row: dict) -> dict:
-    return {**{k: row[k] for k in META}, "instances": [], "num_instances": 0, "fractions": "{}"}
+def _results(rows: list[dict], classes: TaskClasses, cfg: PostprocessConfig, refiner=None) -> pa.Table:
+    """The output rows (`RESULT_SCHEMA`) of rows carrying their `proba`; a failed frame's row is empty."""
+    return pa.Table.from_pylist([
+        frame_result(r, np.asarray(r["proba"]), classes, cfg, refiner) if not r["error"]
+        else {**{k: r[k] for k in META}, "instances": [], "num_instances": 0, "fractions": "{}"}
+        for r in rows], schema=RESULT_SCHEMA)
 
 
 class Predictor:
@@ -185,35 +185,25 @@ class Predictor:
 
     def __call__(self, batch: dict) -> dict:
         rows = _rows(batch)
-        ok = [i for i, r in enumerate(rows) if not r["error"]]
         by_shape: dict[tuple, list[int]] = {}
-        for i in ok:
-            by_shape.setdefault(np.asarray(rows[i]["image"]).shape, []).append(i)
-        proba: dict[int, np.ndarray] = {}
+        for i, r in enumerate(rows):
+            if not r["error"]:
+                by_shape.setdefault(np.asarray(r["image"]).shape, []).append(i)
         for idx in by_shape.values():
             self.segmenter.batch_size = len(idx)
             out = self.segmenter.predict_proba(np.stack([rows[i]["image"] for i in idx]), tta=self.tta)
-            proba.update({i: p for i, p in zip(idx, out)})
+            for i, p in zip(idx, out):  # float16 here too when post-processed here: the same results
+                rows[i]["proba"] = p.astype(np.float16)
         if self.post is not None:
-            # float16 like the probabilities sent to a separate post-processing stage: same results
-            results = [frame_result(r, proba[i].astype(np.float16), self.classes, self.post) if i in proba
-                       else _empty_result(r)
-                       for i, r in enumerate(rows)]
-            return _results(results)
-        out_rows = []
-        for i, r in enumerate(rows):
-            p = proba.get(i, np.zeros((len(self.classes), 1, 1), np.float32))
-            out_rows.append({**{k: r[k] for k in META}, "proba": p.astype(np.float16),
-                             **({"image": r["image"]} if self.keep_image else {})})
-        return _columns(out_rows)
+            return _results(rows, self.classes, self.post)
+        blank = np.zeros((len(self.classes), 1, 1), np.float16)
+        return _columns([{**{k: r[k] for k in META}, "proba": r.get("proba", blank),
+                          **({"image": r["image"]} if self.keep_image else {})} for r in rows])
 
 
 def postprocess_batch(batch: dict, class_names: list[str], cfg: dict) -> pa.Table:
     """Post-processing stage as a task: probabilities -> output rows."""
-    classes, post = TaskClasses(tuple(class_names)), dataclasses.replace(PostprocessConfig(), **cfg)
-    results = [frame_result(r, np.asarray(r["proba"]), classes, post) if not r["error"] else _empty_result(r)
-               for r in _rows(batch)]
-    return _results(results)
+    return _results(_rows(batch), TaskClasses(tuple(class_names)), dataclasses.replace(PostprocessConfig(), **cfg))
 
 
 class SamPostprocessor:
@@ -226,11 +216,8 @@ class SamPostprocessor:
         self.post = dataclasses.replace(PostprocessConfig(), **cfg)
         self.refiner = SamInstanceRefiner(SamRefineConfig(**sam), self.classes)
 
-    def __call__(self, batch: dict) -> pa.Table:
-        return _results([
-            frame_result(r, np.asarray(r["proba"]), self.classes, self.post, self.refiner, np.asarray(r["image"]))
-            if not r["error"] else _empty_result(r)
-            for r in _rows(batch)])
+    def __call__(self, batch: dict) -> pa.Table:  # frame_result takes each frame from its row
+        return _results(_rows(batch), self.classes, self.post, self.refiner)
 
 
 # ---- the model on the driver -------------------------------------------------------------
