@@ -8,26 +8,25 @@ The instance keeps the segmentation model's score; an empty SAM mask keeps the o
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import numpy as np
 
 from playerseg.classes import TaskClasses
+from playerseg.data.reader import mask_box
 from playerseg.data.sample import Instance
 
 
 def load_sam(checkpoint: str, model_type: str, device: str = "cpu"):
     from playerseg.sam.build import build_sam
-    from playerseg.sam.checkpoint import FORMAT, load_trained, load_finetuned_sam
+    from playerseg.sam.checkpoint import load_finetuned_sam
 
     if checkpoint == "untrained":
         return build_sam(model_type, None, device)
     if checkpoint.endswith(".pt"):
-        try:
-            if load_trained(checkpoint).get("format") == FORMAT:
-                return load_finetuned_sam(checkpoint, device)
-        except ValueError:
-            pass  # not a playerseg training checkpoint: official weights below
+        with contextlib.suppress(ValueError):  # not a playerseg training checkpoint: official weights below
+            return load_finetuned_sam(checkpoint, device)
     return build_sam(model_type, checkpoint, device)
 
 
@@ -53,7 +52,5 @@ class SamInstanceRefiner:
         out = list(instances)
         for i, m in zip(chosen, masks):
             if m.any():
-                ys, xs = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
-                box = (float(xs[0]), float(ys[0]), float(xs[-1] + 1), float(ys[-1] + 1))
-                out[i] = dataclasses.replace(instances[i], mask=m, box=box)
+                out[i] = dataclasses.replace(instances[i], mask=m, box=mask_box(m))
         return out
