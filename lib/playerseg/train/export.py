@@ -29,12 +29,6 @@ FILES = {"onnx": "model.onnx", "pt2": "model.pt2", "torchscript": "model.ts"}
 _WRITERS = {"onnx": fmt.write_onnx, "pt2": fmt.write_pt2}
 
 
-def _check(formats) -> None:
-    unknown = sorted(set(formats) - set(FORMATS))
-    if unknown:
-        raise ValueError(f"unknown export format(s) {unknown}; formats are {list(FORMATS)}")
-
-
 def _source(source: str, extra_meta: dict | None, example_hw: tuple[int, int] | None):
     """(fp32 eval model, model.json, preprocess.json, traced example size) of the model at `source`."""
     seg = Segmenter.load(source, device="cpu")
@@ -49,7 +43,9 @@ def _source(source: str, extra_meta: dict | None, example_hw: tuple[int, int] | 
 def export_model(source: str, out_dir: str, formats=("safetensors", "torchscript"), half: bool = True,
                  extra_meta: dict | None = None, example_hw: tuple[int, int] | None = None) -> list[str]:
     """Export the model at `source` (checkpoint, best or model folder) to `out_dir`; returns file names."""
-    _check(formats)
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise ValueError(f"unknown export format(s) {unknown}; formats are {list(FORMATS)}")
     model, meta, spec, example_hw = _source(source, extra_meta, example_hw)
     meta["weights_dtype"] = "float16" if half else "float32"
     with atomic_dir(out_dir) as tmp:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import time
 from pathlib import Path
@@ -125,11 +126,8 @@ def train_one_epoch(model, loader, loss_fn, optimizer, sched, scaler, preprocess
             sums[f"loss_{k}"] = sums.get(f"loss_{k}", 0.0) + v
         images += len(x)
         batches += 1
-    seconds = time.perf_counter() - start
-    out = {f"train/{k}": v / max(1, batches) for k, v in sums.items()}
-    out["train/images"] = images
-    out["train/seconds"] = seconds
-    return out
+    return {**{f"train/{k}": v / max(1, batches) for k, v in sums.items()}, "train/images": images,
+            "train/seconds": time.perf_counter() - start}
 
 
 @torch.inference_mode()
@@ -169,17 +167,8 @@ def validate(model, store: FrameStore, classes: TaskClasses, cfg: TrainConfig, p
     return out, shown
 
 
-def _save_checkpoint(directory: Path, state: dict, meta: dict) -> None:
-    import json
-
-    torch.save(state, directory / CHECKPOINT_FILE)
-    (directory / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
-
-
 def write_model_dir(target: Path, state_dict: dict, meta: dict) -> None:
     """Replace `target` with a model folder (model.json + model.safetensors fp32), all or nothing."""
-    import json
-
     from safetensors.torch import save_file
 
     from playerseg.io import atomic_dir
@@ -273,11 +262,11 @@ class UnetFamily(Family):
 
     def save(self, folder: Path, epoch: int, best: float, metrics: dict) -> None:
         swa = self.swa.state_dict() if self.swa is not None else None
-        _save_checkpoint(folder, {
-            "model": self.eval_model.state_dict(), "train_model": unwrap(self.model).state_dict(),
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.sched.state_dict(),
-            "scaler": self.scaler.state_dict(), "swa": swa, "epoch": epoch, "best": best,
-            "config": self.config["cfg"]}, self._meta(epoch, metrics))
+        torch.save({"model": self.eval_model.state_dict(), "train_model": unwrap(self.model).state_dict(),
+                    "optimizer": self.optimizer.state_dict(), "scheduler": self.sched.state_dict(),
+                    "scaler": self.scaler.state_dict(), "swa": swa, "epoch": epoch, "best": best,
+                    "config": self.config["cfg"]}, folder / CHECKPOINT_FILE)
+        (folder / META_FILE).write_text(json.dumps(self._meta(epoch, metrics), indent=2, default=str))
 
     def save_best(self, epoch: int, metrics: dict) -> None:
         write_model_dir(self.worker.run_dir / "best", self.eval_model.state_dict(), self._meta(epoch, metrics))
