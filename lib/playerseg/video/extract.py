@@ -14,7 +14,6 @@ decoded by its own Ray task, so one match uses every worker. Videos are planned 
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -24,9 +23,10 @@ import cv2
 
 from playerseg import config as cfgmod
 from playerseg.data.errors import DataError
-from playerseg.io import filesystem, write_bytes_atomic, write_json_atomic, write_table_atomic
+from playerseg.io import write_bytes_atomic, write_json_atomic, write_table_atomic
 from playerseg.ledger import Ledger
 from playerseg.video.frames import Unit, plan_units
+from playerseg.video.encode import remove_quietly
 from playerseg.video.segments import Segment, decode_segment
 
 log = logging.getLogger(__name__)
@@ -90,10 +90,7 @@ def extract_segment(seg: Segment, cfg: ExtractConfig, ledger: Ledger, unit: Unit
             frames += 1
             nbytes += len(data)
     except BaseException:
-        for path in written:
-            with contextlib.suppress(OSError):
-                fs, fpath = filesystem(path)
-                fs.rm(fpath)
+        remove_quietly(written)
         raise
     if frames != seg.num_frames:
         raise DataError(seg.uri, f"segment {seg.name}: {frames} of {seg.num_frames} frames decoded")

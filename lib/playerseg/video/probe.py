@@ -10,7 +10,6 @@ segment.
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import PurePosixPath
@@ -41,13 +40,9 @@ class VideoInfo:
     frame_count: int = 0
     fingerprint: dict = field(default_factory=dict)  # content of the file probed (`playerseg.io.fingerprint`)
 
-    @property
-    def tb(self) -> Fraction:
-        return Fraction(self.time_base)
-
     def pts_seconds(self, pts: int) -> float:
         """Seconds since the first displayed frame."""
-        return float((pts - self.frame_pts[0]) * self.tb) if self.frame_pts else 0.0
+        return float((pts - self.frame_pts[0]) * Fraction(self.time_base)) if self.frame_pts else 0.0
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -57,11 +52,6 @@ class VideoInfo:
         d = dict(d)
         d["keyframes"] = [tuple(k) for k in d.get("keyframes", [])]
         return cls(**d)
-
-    def save(self, path: str) -> None:
-        from playerseg.io import write_json_atomic
-
-        write_json_atomic(path, self.to_json())
 
 
 def video_id_for(uri: str) -> str:
@@ -162,7 +152,7 @@ def _declared_frames(stream, rate) -> int:
 def load_or_probe(uri: str, video_id: str, cache: str | None) -> VideoInfo:
     """The cached probe at `cache` (json) when it is of the same uri, id and content (fingerprint),
     else probe and save it."""
-    from playerseg.io import exists, fingerprint, read_json
+    from playerseg.io import exists, fingerprint, read_json, write_json_atomic
 
     now = fingerprint(uri)
     if cache and exists(cache):
@@ -173,9 +163,5 @@ def load_or_probe(uri: str, video_id: str, cache: str | None) -> VideoInfo:
     info = probe(uri, video_id)
     info.fingerprint = now
     if cache:
-        info.save(cache)
+        write_json_atomic(cache, info.to_json())
     return info
-
-
-def dumps(info: VideoInfo) -> str:
-    return json.dumps(info.to_json())
