@@ -11,7 +11,6 @@ team therefore form one instance: the masks carry no instance ids.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import cv2
@@ -19,7 +18,7 @@ import numpy as np
 
 from playerseg.classes import IGNORE_INDEX, TaskClasses
 from playerseg.data.errors import DataError
-from playerseg.data.reader import ClassMapping, Reader, join, list_dir, read_bytes, read_image, trailing_number
+from playerseg.data.reader import ClassMapping, Reader, join, list_dir, read_image, read_json_file, trailing_number
 from playerseg.data.sample import PIXEL, Instance, Sample
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -36,11 +35,7 @@ def pack_rgb(rgb: np.ndarray) -> np.ndarray:
 
 def read_palette(path: str) -> list[tuple[str, tuple[int, int, int]]]:
     """[(name, (r, g, b))] from a classes.json palette."""
-    raw = read_bytes(path)
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise DataError(path, f"not valid JSON (column {e.colno}): {e.msg}", line=e.lineno) from None
+    data = read_json_file(path)
     entries = data.get("classes") if isinstance(data, dict) else None
     if not isinstance(entries, list) or not entries:
         raise DataError(path, 'expected {"classes": [{"name": ..., "rgb": [r, g, b]}, ...]}')

@@ -11,7 +11,6 @@ then `<root>/images/<file_name>`.
 """
 from __future__ import annotations
 
-import json
 import logging
 import posixpath
 
@@ -20,7 +19,7 @@ from pycocotools import mask as mask_utils
 
 from playerseg.classes import IGNORE_INDEX, TaskClasses
 from playerseg.data.errors import DataError
-from playerseg.data.reader import ClassMapping, Reader, join, mask_box, read_bytes, read_image, trailing_number
+from playerseg.data.reader import ClassMapping, Reader, join, mask_box, read_image, read_json_file, trailing_number
 from playerseg.data.sample import PIXEL, Instance, Sample
 from playerseg.io import exists
 from playerseg.metrics import rle as rle_utils
@@ -30,13 +29,7 @@ log = logging.getLogger(__name__)
 
 def parse_coco(path: str) -> dict:
     """The COCO JSON at `path`, checked for the parts this reader uses."""
-    raw = read_bytes(path)
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise DataError(path, f"not valid JSON (column {e.colno}): {e.msg}", line=e.lineno) from None
-    except UnicodeDecodeError as e:
-        raise DataError(path, f"not UTF-8 text: {e}") from None
+    data = read_json_file(path)
     if not isinstance(data, dict):
         raise DataError(path, "top level must be a JSON object with images, annotations, categories")
     for part in ("images", "annotations", "categories"):

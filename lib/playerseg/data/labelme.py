@@ -17,7 +17,6 @@ image, an image of another size than `imageWidth` x `imageHeight`.
 """
 from __future__ import annotations
 
-import json
 import posixpath
 
 import cv2
@@ -25,7 +24,7 @@ import numpy as np
 
 from playerseg.classes import IGNORE_INDEX, TaskClasses
 from playerseg.data.errors import DataError
-from playerseg.data.reader import ClassMapping, Reader, join, list_dir, mask_box, read_bytes, read_image
+from playerseg.data.reader import ClassMapping, Reader, join, list_dir, mask_box, read_image, read_json_file
 from playerseg.data.sample import PIXEL, Instance, Sample
 from playerseg.io import exists, filesystem
 
@@ -58,11 +57,7 @@ class LabelmeReader(Reader):
 
     def load(self, key: str) -> Sample:
         path = self.json_path(key)
-        try:
-            doc = json.loads(read_bytes(path))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            line = getattr(e, "lineno", None)
-            raise DataError(path, f"not valid JSON: {getattr(e, 'msg', e)}", line=line) from None
+        doc = read_json_file(path)
         if not isinstance(doc, dict) or not isinstance(doc.get("shapes", []), list):
             raise DataError(path, 'expected a LabelMe object with a "shapes" list')
         image_path = self._image_path(key, doc, path)

@@ -17,6 +17,7 @@ finally to `background`.
 from __future__ import annotations
 
 import abc
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -170,6 +171,16 @@ def read_bytes(path: str) -> bytes:
             return f.read()
     except FileNotFoundError:
         raise DataError(path, "file not found") from None
+
+
+def read_json_file(path: str):
+    """The JSON document at `path`; DataError naming the file (and line) when it is not JSON text."""
+    try:
+        return json.loads(read_bytes(path))
+    except json.JSONDecodeError as e:
+        raise DataError(path, f"not valid JSON (column {e.colno}): {e.msg}", line=e.lineno) from None
+    except UnicodeDecodeError as e:
+        raise DataError(path, f"not UTF-8 text: {e}") from None
 
 
 # A decoded image may not exceed this many pixels (checked from the file's header before decoding):
