@@ -29,15 +29,6 @@ VERBOSE_ENV = "PLAYERSEG_RAY_VERBOSE"
 DRIVER_LOG = "playerseg-driver.log"
 
 
-def interactive(stream=None) -> bool:
-    stream = stream or sys.stderr
-    return bool(getattr(stream, "isatty", lambda: False)())
-
-
-def ray_verbose() -> bool:
-    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
-
-
 def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
     if seconds < 60:
@@ -61,7 +52,7 @@ class Progress:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = None
-        if interactive(self.stream) if tty is None else tty:
+        if tty if tty is not None else getattr(self.stream, "isatty", lambda: False)():  # a terminal
             from tqdm import tqdm
 
             self._bar = tqdm(total=total, desc=stage, unit=unit, file=self.stream, dynamic_ncols=True,
@@ -159,7 +150,7 @@ def quiet_ray() -> dict:
     import ray.data  # noqa: F401  (configures the "ray.data" loggers first)
 
     ctx = ray.data.DataContext.get_current()
-    if ray_verbose():
+    if os.environ.get(VERBOSE_ENV, "") not in ("", "0"):
         ctx.enable_progress_bars = True
         return {"log_to_driver": True}
     ctx.enable_progress_bars = False  # our own bar per stage instead (Progress)

@@ -212,9 +212,7 @@ def known_state(cfg: ClusterConfig, fp: str, group: str, parts: list[str]) -> di
     from playerseg.io import exists, read_json
 
     path = cache_path(cfg, fp, "teams", group)
-    if not exists(path):
-        return None
-    state = read_json(path)
+    state = read_json(path) if exists(path) else {}
     return state if state.get("parts") == sorted(part_key(p)[1] for p in parts) else None
 
 
