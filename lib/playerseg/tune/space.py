@@ -38,9 +38,6 @@ class Leaf:
     kind: str
     args: tuple
 
-    def values_to_check(self) -> list:
-        return list(self.args)
-
     def to_tune(self):
         from ray import tune
 
@@ -90,10 +87,6 @@ class Space:
         return out
 
 
-def _hints(cls) -> dict:
-    return typing.get_type_hints(cls)
-
-
 def _field_type(cls, dotted: str, where: str):
     """The annotation at `dotted` in dataclass `cls` (keys inside dict[str, X] fields allowed)."""
     tp = cls
@@ -105,7 +98,7 @@ def _field_type(cls, dotted: str, where: str):
                 at = ".".join(walked) or tp.__name__
                 raise SpaceError(f"{where}: unknown key {dotted!r}: {at} has no {part!r}; "
                                  f"its keys are {sorted(fields)}")
-            tp = _hints(tp)[part]
+            tp = typing.get_type_hints(tp)[part]
         elif typing.get_origin(tp) is dict:
             tp = typing.get_args(tp)[1] if typing.get_args(tp) else Any
         else:
@@ -188,7 +181,7 @@ def parse_space(cls, data: dict, where: str = "<space>", base=None) -> Space:
         raise SpaceError(f"{where}: nothing is searched (no {'/'.join(SEARCH_TYPES)} leaf)")
     base_tree = to_dict(base if base is not None else cls())
     for dotted, leaf in leaves.items():  # every option / end, with the fixed values, must make a valid config
-        for v in leaf.values_to_check():
+        for v in leaf.args:
             try:
                 apply(cls, base_tree, {**fixed, dotted: v})
             except (ConfigError, TypeError, ValueError) as e:
