@@ -16,6 +16,8 @@ import io
 import json
 import os
 
+from playerseg.io import atomic_path
+
 FORMATS = ("safetensors", "onnx", "pt2", "torchscript")  # of an export (safetensors: a model folder)
 META_KEY = "model.json"  # ONNX metadata_props key / .pt2 extra file: the model folder's model.json
 SPEC_KEY = "preprocess.json"  # the human-readable preprocessing spec (export.preprocess_spec)
@@ -65,15 +67,6 @@ def _exported(model, pad_multiple: int, example_hw):
                                    dynamic_shapes=_dynamic_shapes(pad_multiple))
 
 
-def _replace_into(path: str | os.PathLike, write) -> None:
-    """`write(tmp)`, then renamed onto `path` (`io.atomic_path`; the name's suffix stays:
-    torch.export.save checks it)."""
-    from playerseg.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        write(tmp)
-
-
 def write_onnx(model, path: str | os.PathLike, meta: dict, spec: dict | None = None,
                example_hw: tuple[int, int] | None = None) -> None:
     """ONNX (torch.export-based exporter, onnxscript) with dynamic batch, height and width; input
@@ -86,7 +79,8 @@ def write_onnx(model, path: str | os.PathLike, meta: dict, spec: dict | None = N
     program.model.metadata_props[META_KEY] = json.dumps(meta, default=str)
     if spec is not None:
         program.model.metadata_props[SPEC_KEY] = json.dumps(spec)
-    _replace_into(path, lambda p: program.save(p, external_data=False))
+    with atomic_path(path) as tmp:
+        program.save(tmp, external_data=False)
 
 
 def write_pt2(model, path: str | os.PathLike, meta: dict, spec: dict | None = None,
@@ -97,7 +91,8 @@ def write_pt2(model, path: str | os.PathLike, meta: dict, spec: dict | None = No
 
     ep = _exported(model, int(meta["preprocess"]["pad_multiple"]), example_hw)
     extra = {META_KEY: json.dumps(meta, default=str), **({SPEC_KEY: json.dumps(spec)} if spec else {})}
-    _replace_into(path, lambda p: torch.export.save(ep, p, extra_files=extra))
+    with atomic_path(path) as tmp:  # the temporary name keeps the suffix torch.export.save checks
+        torch.export.save(ep, tmp, extra_files=extra)
 
 
 def write_torchscript(model, path: str | os.PathLike, example_hw: tuple[int, int]) -> None:
@@ -106,7 +101,8 @@ def write_torchscript(model, path: str | os.PathLike, example_hw: tuple[int, int
 
     with torch.no_grad():
         traced = torch.jit.trace(model.float().eval(), torch.zeros(1, 3, *example_hw), check_trace=False)
-    _replace_into(path, traced.save)
+    with atomic_path(path) as tmp:
+        traced.save(tmp)
 
 
 def read_onnx_meta(session) -> dict | None:
