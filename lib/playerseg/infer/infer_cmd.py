@@ -55,14 +55,13 @@ def check_config(cfg: InferConfig) -> None:
     committed one when none is named), the time range."""
     from playerseg.config import ConfigError, require_path
     from playerseg.models import model_or_default
+    from playerseg.video.frames import list_inputs
 
     if not cfg.inputs:
         raise ConfigError("no inputs: give videos, folders, frame folders or Parquet files, "
                           "e.g. `playerseg infer ../shared/data/videos`")
     for item in cfg.inputs:
         require_path(item, "input", "give videos, folders, frame folders or Parquet files")
-    from playerseg.video.frames import list_inputs
-
     list_inputs(cfg.inputs).ids()  # two inputs with one id: refused before Ray starts
     cfg.model = model_or_default(cfg.model)
     if cfg.start is not None and cfg.end is not None and cfg.end <= cfg.start:
@@ -89,13 +88,11 @@ def print_summary(summary: dict) -> None:
 
 
 def run(args) -> int:
-    from playerseg.infer.pipeline import run_inference
+    from playerseg.infer.pipeline import model_info, run_inference
     from playerseg.ray_cluster import init_ray
 
     cfg = config_from_args(args)
     check_config(cfg)
-    from playerseg.infer.pipeline import model_info
-
     model_info(cfg.model, cfg.target_height)  # a broken model is named before Ray starts
     init_ray(args.address)
     summary = run_inference(cfg, overwrite=args.overwrite)
