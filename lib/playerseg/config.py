@@ -200,6 +200,19 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
+def read_file(path: str | Path) -> dict:
+    """The mapping in the YAML file at `path`; ConfigError when it is missing, not YAML or not a mapping."""
+    try:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return loaded
+
+
 def load(
     cls: type[T], path: str | Path | None = None, overrides=(), base: dict | None = None, flags: dict | None = None,
     flag_names: dict | None = None,
@@ -210,18 +223,9 @@ def load(
     `flag_names` maps (dotted) keys to their flags, which errors then name (`--every 0 is ...`).
     """
     data = _merge(to_dict(cls()), base or {})
-    where = "config"
+    where = str(path) if path else "config"
     if path:
-        where = str(path)
-        try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: top level must be a mapping")
-        data = _merge(data, loaded)
+        data = _merge(data, read_file(path))
     data = _merge(data, parse_overrides(overrides))
     explicit: dict = {}
     for key, value in (flags or {}).items():

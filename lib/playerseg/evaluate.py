@@ -372,13 +372,8 @@ def _evaluate_sources(cfg: EvaluateConfig) -> tuple[dict, list]:
 
 def data_section(path: str) -> DataConfig:
     """The `data` section of a training config file, as a DataConfig."""
-    import yaml
-
-    try:
-        tree = yaml.safe_load(open(path).read()) or {}
-    except FileNotFoundError:
-        raise config_lib.ConfigError(f"{path}: config file not found (data_from)") from None
-    if not isinstance(tree, dict) or not isinstance(tree.get("data"), dict):
+    tree = config_lib.read_file(path)
+    if not isinstance(tree.get("data"), dict):
         raise config_lib.ConfigError(f"{path}: has no `data` section (data_from)")
     return config_lib.from_dict(DataConfig, tree["data"], f"{path}:data")
 
