@@ -20,11 +20,8 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/playerseg demo $(ARGS)
 
-# the test modules on TEST_WORKERS processes (pytest-xdist; a module's tests stay on one, in order,
-# beside its module-scoped Ray); most of the suite waits on Ray and subprocesses, not on the CPU
-TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(ARGS)
+	$(BIN)/python -m pytest -q $(ARGS)
 
 clean:
 	rm -rf $(VENV) runs outputs
