@@ -144,11 +144,10 @@ RESULT_SCHEMA = pa.schema([
 
 
 def frame_result(row: dict, proba: np.ndarray, classes: TaskClasses, cfg: PostprocessConfig,
-                 refiner=None, image: np.ndarray | None = None) -> dict:
-    """Post-process one frame's probabilities into its output row (`RESULT_SCHEMA`); the frame
-    (`image`, else the row's) lets post-processing check that players stand on the pitch."""
-    if image is None and row.get("image") is not None:
-        image = np.asarray(row["image"])
+                 refiner=None) -> dict:
+    """Post-process one frame's probabilities into its output row (`RESULT_SCHEMA`); the row's frame,
+    where it travels with the row, lets post-processing check that players stand on the pitch."""
+    image = np.asarray(row["image"]) if row.get("image") is not None else None
     instances, semantic = postprocess(proba.astype(np.float32), classes, cfg, image)
     if refiner is not None and image is not None:
         instances = refiner(image, instances)
