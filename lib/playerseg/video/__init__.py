@@ -3,6 +3,7 @@
 
     from playerseg.video import probe, plan_segments, decode_segment, frames_dataset
 """
+from playerseg.video.frames import frames_dataset
 from playerseg.video.probe import VideoInfo, probe, video_id_for
 from playerseg.video.segments import (
     Frame,
@@ -25,11 +26,3 @@ __all__ = [
     "select_frames",
     "video_id_for",
 ]
-
-
-def __getattr__(name):  # the Ray Data source imports ray: only when asked for
-    if name == "frames_dataset":
-        from playerseg.video.source import frames_dataset
-
-        return frames_dataset
-    raise AttributeError(name)

@@ -26,6 +26,9 @@ ledger compares with the one its outputs were made from.
 
 A bad frame of a frame folder (corrupt, or over the image size limit) is yielded as a `Frame`
 with `error` set and no image: the job reports it and keeps the unit's other frames.
+
+`frames_dataset(inputs)` is the same as a Ray Data dataset of rows {video_id, frame_index,
+pts_seconds, width, height, image}, in (video, frame) order (a unit per block, `preserve_order`).
 """
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ from typing import Callable, Iterator
 from playerseg.config import ConfigError
 from playerseg.data.errors import DataError, Failures
 from playerseg.io import filesystem, fingerprint, is_local, listing_fingerprint, read_json
-from playerseg.video.probe import VIDEO_EXTENSIONS
+from playerseg.video.probe import VIDEO_EXTENSIONS, VideoInfo, load_or_probe
 from playerseg.video.segments import Frame, Segment, decode_segment, plan_segments, select_frames
 
 log = logging.getLogger(__name__)
@@ -306,8 +309,6 @@ def plan_units(
     """Units of every input (videos probed as Ray tasks); unplannable inputs go to Failures.
     `start_seconds` / `end_seconds` keep a time range of each video (frame folders and Parquet
     whole). ConfigError when two inputs would have one id."""
-    from playerseg.video.source import probe_all
-
     failures = Failures()
     found = list_inputs(inputs)
     ids = found.ids()
@@ -335,3 +336,48 @@ def plan_units(
         except DataError as e:
             failures.add(uri, e)
     return units, failures
+
+
+def probe_all(videos: dict[str, str], cache_dir: str | None = None, num_cpus: float = 0.5) -> tuple[list[VideoInfo], Failures]:
+    """Probe `videos` (uri -> video id) as Ray tasks. Unreadable videos go to the returned Failures,
+    named; probes are cached as `<cache_dir>/<video_id>/_video.json` (used again only while the
+    file's content fingerprint is unchanged)."""
+    from playerseg.ray_cluster import map_items
+
+    def _probe(item: dict) -> dict:
+        cache = under(cache_dir, f"{item['video_id']}/_video.json") if cache_dir else None
+        return load_or_probe(item["uri"], item["video_id"], cache).to_json()
+
+    items = [{"uri": u, "video_id": i} for u, i in sorted(videos.items())]
+    done, failures = map_items(items, _probe, name=lambda item: item["uri"], num_cpus=num_cpus)
+    return [VideoInfo.from_json(info) for _, info in done], failures
+
+
+def frames_dataset(inputs: list[str], segment_seconds: float = 10.0, every: int = 1, fps: float | None = None,
+                   num_cpus: float = 1.0, concurrency: int | None = None, decode_threads: int = 1,
+                   errors: str = "raise"):
+    """A Ray Data dataset of the frames of `inputs` (module doc). `errors="skip"` logs a unit that
+    fails to decode (naming the file) and goes on; unplannable inputs are always logged and left out."""
+    import ray
+
+    units, failures = plan_units(list(inputs), segment_seconds, every=every, fps=fps)
+    if failures:
+        log.warning("%s", failures.summary())
+
+    def _decode(row: dict) -> Iterator[dict]:
+        unit = Unit.from_json(row["unit"])
+        try:
+            for f in read_unit(unit, decode_threads):
+                if f.error:
+                    raise DataError(unit.uri, f.error)
+                h, w = f.image.shape[:2]
+                yield {"video_id": f.video_id, "frame_index": f.frame_index, "pts_seconds": f.pts_seconds,
+                       "width": w, "height": h, "image": f.image}
+        except DataError as e:
+            if errors != "skip":
+                raise
+            log.error("skipped unit %s: %s", unit.key, e)
+
+    ds = ray.data.from_items([{"unit": u.to_json()} for u in units], override_num_blocks=max(1, len(units)))
+    ds.context.execution_options.preserve_order = True  # this dataset's order, not the global default
+    return ds.flat_map(_decode, num_cpus=num_cpus, concurrency=concurrency)
