@@ -72,19 +72,15 @@ def frame_counts(predictions: str, frames: str, video_id: str) -> tuple[list[int
 
 
 def read_frames(video: str, wanted: set[int]) -> dict[int, np.ndarray]:
-    """RGB frames of a video at the `wanted` positions (0 = its first frame), in one decode pass."""
-    import av
+    """RGB frames of a video at the `wanted` positions (0 = its first frame), in one decode pass
+    that stops after the last of them (`video.segments.decode_sequential`)."""
+    from playerseg.video.segments import decode_sequential
 
     out: dict[int, np.ndarray] = {}
-    if not wanted:
-        return out
-    last = max(wanted)
-    with av.open(video) as c:
-        for j, frame in enumerate(c.decode(video=0)):
-            if j in wanted:
-                out[j] = frame.to_ndarray(format="rgb24")
-            if j >= last:
-                break
+    for f in decode_sequential(video, keep=wanted) if wanted else ():
+        out[f.frame_index] = f.image
+        if f.frame_index >= max(wanted):
+            break
     return out
 
 
