@@ -436,15 +436,12 @@ def _keep_panel(panels: list, sample: Sample, pred: np.ndarray, value: float, cl
     image with its labelled boxes | prediction | what the source labels per pixel."""
     import cv2
 
-    from playerseg.viz import label, overlay, resize_width
+    from playerseg.viz import draw_boxes, label, overlay, resize_width
 
     if math.isnan(value) or (len(panels) >= cfg.worst and value >= max(v for v, _ in panels)):
         return
-    image = sample.image.copy()
-    for inst in sample.instances:
-        if sample.label_kind(classes.names[inst.class_id]) != "pixel":
-            x0, y0, x1, y1 = (int(round(v)) for v in inst.box)
-            cv2.rectangle(image, (x0, y0), (x1, y1), (255, 255, 255), max(1, image.shape[0] // 540))
+    image = draw_boxes(sample.image, [inst.box for inst in sample.instances
+                                      if sample.label_kind(classes.names[inst.class_id]) != "pixel"])
     truth = np.zeros_like(pred) if sample.semantic is None else sample.semantic
     tiles = [resize_width(image, cfg.tile_width)]
     size = (tiles[0].shape[1], tiles[0].shape[0])

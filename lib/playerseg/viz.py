@@ -1,7 +1,7 @@
 """Pictures of segmentations, and the palettes they use: class-colour overlays, error maps,
-image|prediction|truth|error panels stacked into galleries, instances of prediction rows drawn per
-team / track (`draw_instances`, the frames of `playerseg render`), saved as PNG (atomically, local
-paths or fsspec URIs).
+image|prediction|truth|error panels stacked into galleries, outlined boxes, instances of
+prediction rows drawn per team / track (`draw_instances`, the frames of `playerseg render`), saved
+as PNG (atomically, local paths or fsspec URIs).
 
 All images are HxWx3 uint8 RGB; class maps are HxW task class ids (IGNORE_INDEX = unlabelled).
 
@@ -124,6 +124,15 @@ def draw_instances(image: np.ndarray, instances: list[dict], color_by: str = "te
                     text += f" {inst['score']:.2f}"
                 text += f" {track}" if track else ""
             cv2.putText(out, text, (x, max(10, y - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, cv2.LINE_AA)
+    return out
+
+
+def draw_boxes(image: np.ndarray, boxes, colour=(255, 255, 255)) -> np.ndarray:
+    """A copy of `image` with the (x0, y0, x1, y1) `boxes` outlined (1 px per 540 rows)."""
+    out = image.copy()
+    for box in boxes:
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        cv2.rectangle(out, (x0, y0), (x1, y1), colour, max(1, out.shape[0] // 540))
     return out
 
 
