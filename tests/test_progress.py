@@ -39,3 +39,39 @@ def test_quiet_ray_turns_ray_data_bars_and_plans_off(monkeypatch):
     assert ctx.enable_progress_bars is False and ctx.print_on_execution_start is False
     monkeypatch.setenv("PLAYERSEG_RAY_VERBOSE", "1")  # `playerseg -v`: Ray as Ray makes it
     assert quiet_ray() == {"log_to_driver": True} and ctx.enable_progress_bars is True
+
+
+def test_ray_actor_restart_line_goes_to_the_session_log(tmp_path):
+    """Ray's C++ core prints "... has constructor arguments in the object store and max_restarts > 0"
+    once per process for the first such actor (every Ray Data actor pool makes one); a quiet
+    `init_ray` spends it into the session's log, so the job's own actors print nothing. Checked in
+    a process of its own (the line is once per process, written to fd 2)."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import ray
+from playerseg.ray_cluster import init_ray
+init_ray(num_cpus=1)
+
+@ray.remote(num_cpus=0)
+class Model:
+    def __init__(self, weights):
+        self.n = len(weights)
+    def size(self):
+        return self.n
+
+pool = Model.options(max_restarts=-1).remote(ray.put(b"w" * 10))  # as Ray Data creates its actors
+assert ray.get(pool.size.remote()) == 10
+print(ray._private.worker._global_node.get_session_dir_path())
+ray.shutdown()
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PLAYERSEG_RAY_VERBOSE")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    line = "has constructor arguments in the object store"
+    assert line not in proc.stderr and line not in proc.stdout
+    session = proc.stdout.strip().splitlines()[-1]
+    with open(os.path.join(session, "logs", "playerseg-driver.log")) as f:
+        assert line in f.read()

@@ -14,7 +14,8 @@
   session's `logs/ray-data/ray-data.log`; the driver's "ray" records go to
   `logs/playerseg-driver.log`) and does not forward worker output (`ray.init(log_to_driver=False)`;
   it stays in the session's `logs/worker-*` files). Errors still reach the console. `playerseg -v`
-  (PLAYERSEG_RAY_VERBOSE=1) leaves all of Ray's output as Ray makes it.
+  (PLAYERSEG_RAY_VERBOSE=1) leaves all of Ray's output as Ray makes it. Ray's C++ line about
+  actor constructor arguments goes to `logs/playerseg-driver.log` too (`spend_actor_restart_warning`).
 """
 from __future__ import annotations
 
@@ -165,6 +166,48 @@ def quiet_ray() -> dict:
         logging.getLogger("ray").addHandler(_SessionFileHandler())
         _route_ray_warnings()
     return {"log_to_driver": False}
+
+
+def spend_actor_restart_warning() -> None:
+    """Send Ray's "actor restart" line to the session's log instead of the console.
+
+    Ray's core worker prints one line, once per process, the first time the process creates an
+    actor that may restart and whose constructor arguments are in the object store ("... has
+    constructor arguments in the object store and max_restarts > 0", ray issue 53727). Ray Data's
+    actor pools always create their actors so (the map function and the context travel by
+    reference; restarts on, which is what keeps a job alive when a node goes), so every inference
+    run printed it, a line the user cannot act on. It is written by Ray's C++ logger straight to
+    the process's stderr (fd 2), past Python's logging. Here a throwaway actor of that kind is
+    created, and killed, while fd 2 points to `<session>/logs/playerseg-driver.log`: the one line
+    goes there, and the pools' actors print nothing. Off with `playerseg -v`; a no-op without a
+    local session folder (a driver on another machine than its Ray)."""
+    import ray
+
+    if _QUIET.get("spent") or os.environ.get(VERBOSE_ENV, "") not in ("", "0") or not ray.is_initialized():
+        return
+    _QUIET["spent"] = True
+    node = getattr(ray._private.worker, "_global_node", None)
+    folder = os.path.join(node.get_session_dir_path(), "logs") if node is not None else ""
+    if not folder or not os.path.isdir(folder):
+        return
+
+    @ray.remote(num_cpus=0)
+    class _Throwaway:
+        def __init__(self, arg):
+            pass
+
+    arg = ray.put(b"")
+    fd = os.open(os.path.join(folder, DRIVER_LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    saved = os.dup(2)
+    try:
+        sys.stderr.flush()
+        os.dup2(fd, 2)
+        actor = _Throwaway.options(max_restarts=1).remote(arg)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(fd)
+    ray.kill(actor, no_restart=True)
 
 
 def _route_ray_warnings() -> None:

@@ -50,6 +50,10 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, dashboa
         ctx = ray.init(address=address, **options)
     else:
         ctx = ray.init(address="local", num_cpus=num_cpus, include_dashboard=True if dashboard else None, **options)
+    if quiet:
+        from playerseg.progress import spend_actor_restart_warning
+
+        spend_actor_restart_warning()
     logs = f"{ctx.address_info.get('session_dir', '')}/logs" if hasattr(ctx, "address_info") else ""
     url = f", dashboard http://{ctx.dashboard_url}" if getattr(ctx, "dashboard_url", "") else ""
     print(f"ray: {'joined ' + address if address else 'local'}{url}; logs {logs}", flush=True)
