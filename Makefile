@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(BIN)/playerseg demo $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q --durations=25 $(ARGS)
 
 clean:
 	rm -rf $(VENV) runs outputs
