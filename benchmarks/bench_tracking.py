@@ -21,6 +21,7 @@ per segment, `stitch` across segments), in variants side by side:
   segments   `--segment-frames` segments stitched (what `playerseg infer` does)
   no-stitch  the same segments, never joined (what stitching buys)
   no-cuts    one segment, cut detection off (what ending tracks at a cut buys)
+  mask-swap  the job's segments with `tracking.mask_swap` 0.1 (what mask IoU buys; off by default)
 """
 from __future__ import annotations
 
@@ -32,13 +33,15 @@ import time
 
 import numpy as np
 
-from playerseg.players.shots import ShotConfig, cut_distances, frame_signature, shot_starts
+from playerseg.players.shots import ShotConfig, cut_distances, frame_distance, frame_signature, shot_starts
 from playerseg.players.tracks import TrackConfig, instance_tracks, stitch, track_segment
 
 
 def synthetic_clip(frames: int, size, people: int, cut_at: int, seed: int = 0, zoom: float = 2.0):
-    """[(signature, [(gt_track, xywh)])] per frame. Scene B (from `cut_at`) is another match seen by
+    """[(signature, [(gt_track, xywh, visible mask RLE)])] per frame. Scene B (from `cut_at`) is another match seen by
     a tighter camera (the middle of a `zoom` times larger render); its track ids are offset by 1000."""
+    from pycocotools import mask as mask_utils
+
     from playerseg.data.synthetic import render_objects
 
     w, h = size
@@ -58,23 +61,30 @@ def synthetic_clip(frames: int, size, people: int, cut_at: int, seed: int = 0, z
             if not track or mask.sum() < 30:
                 continue
             ys, xs = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-            gt.append((track + 1000 * scene, [float(xs[0]), float(ys[0]), float(xs[-1] - xs[0] + 1), float(ys[-1] - ys[0] + 1)]))
+            gt.append((track + 1000 * scene, [float(xs[0]), float(ys[0]), float(xs[-1] - xs[0] + 1), float(ys[-1] - ys[0] + 1)],
+                       mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))))
         out.append((frame_signature(image), gt))
     return out
 
 
 def detections(clip, rng: np.random.Generator, miss: float, jitter: float, false_pos: float, size):
-    """Per frame: [{instance_id, bbox, score}] from the ground truth, made imperfect."""
+    """Per frame: [{instance_id, bbox, score, rle}] from the ground truth, made imperfect (the mask
+    moved with its box's corner; false positives have no mask)."""
+    from pycocotools import mask as mask_utils
+
     w, h = size
     out = []
     for _, gt in clip:
         dets = []
-        for _, (x, y, bw, bh) in gt:
+        for _, (x, y, bw, bh), rle in gt:
             if rng.random() < miss:
                 continue
             j = rng.normal(0, jitter, 4) * [bw, bh, bw, bh]
+            dx, dy = int(round(j[0])), int(round(j[1]))
+            m = np.roll(mask_utils.decode(rle), (dy, dx), axis=(0, 1))
             dets.append({"bbox": [x + j[0], y + j[1], max(2.0, bw + j[2]), max(2.0, bh + j[3])],
-                         "score": float(rng.uniform(0.5, 1.0) if rng.random() > 0.15 else rng.uniform(0.1, 0.25))})
+                         "score": float(rng.uniform(0.5, 1.0) if rng.random() > 0.15 else rng.uniform(0.1, 0.25)),
+                         "rle": mask_utils.encode(np.asfortranarray(m))})
         for _ in range(rng.poisson(false_pos)):
             bw, bh = rng.uniform(8, 30), rng.uniform(20, 60)
             dets.append({"bbox": [rng.uniform(0, w - bw), rng.uniform(0, h - bh), bw, bh],
@@ -114,11 +124,11 @@ def mot_metrics(clip, dets, hyp, name: str):
         tracked = [d for d in dets[i] if (i, d["instance_id"]) in hyp]
         # motmetrics' own `distances.iou_matrix` calls np.asfarray, gone in NumPy 2: the same matrix
         # (1 - IoU, NaN = no pair below IoU 0.5) from pycocotools' box IoU
-        a, b = [list(map(float, x)) for _, x in gt], [list(map(float, d["bbox"])) for d in tracked]
+        a, b = [list(map(float, x)) for _, x, _ in gt], [list(map(float, d["bbox"])) for d in tracked]
         iou = np.asarray(mask_utils.iou(a, b, [0] * len(b)), np.float64) if a and b else np.zeros((len(a), len(b)))
         dist = 1.0 - iou.reshape(len(a), len(b))
         dist[dist > 0.5] = np.nan
-        acc.update([t for t, _ in gt], [hyp[(i, d["instance_id"])] for d in tracked], dist)
+        acc.update([t for t, _, _ in gt], [hyp[(i, d["instance_id"])] for d in tracked], dist)
     mh = mm.metrics.create()
     fields = ["mota", "idf1", "num_switches", "num_fragmentations", "recall", "precision", "num_unique_objects",
               "mostly_tracked"]
@@ -140,8 +150,17 @@ def cut_report(inputs: list[str], cfg: ShotConfig) -> list[dict]:
         top = int(np.argmax(d))
         out.append({"video": vid, "frames": len(sigs), "p50": round(float(np.median(d)), 3),
                     "p99": round(float(np.quantile(d, 0.99)), 3), "max": round(float(d[top]), 3), "max_at_frame": top + 1,
-                    "cuts": [int(i) for i in np.flatnonzero(shot_starts(sigs, cfg))[1:]]})
+                    "cuts": [int(i) for i in np.flatnonzero(shot_starts(sigs, cfg))[1:]],
+                    "window": {k: _window_max(sigs, k) for k in (5, 10, 20)}})
     return out
+
+
+def _window_max(sigs, k: int) -> list:
+    """[largest distance between frames k apart, the later frame]: does a window see gradual
+    transitions (dissolves, replay wipes) that consecutive frames spread out?"""
+    d = [frame_distance(sigs[i - k], sigs[i]) for i in range(k, len(sigs))]
+    top = int(np.argmax(d)) if d else 0
+    return [round(float(d[top]), 3), top + k] if d else [None, None]
 
 
 def flicker_report(output: str) -> list[dict]:
@@ -304,7 +323,8 @@ def main(argv=None) -> int:
         print(f"thresholds: {result['config']}")
         for r in result["videos"]:
             print(f"{r['video']}: {r['frames']} frames; distance to the frame before p50 {r['p50']}, p99 {r['p99']}, "
-                  f"max {r['max']} (frame {r['max_at_frame']}); cuts at frames {r['cuts']}")
+                  f"max {r['max']} (frame {r['max_at_frame']}); cuts at frames {r['cuts']}; frames k apart, "
+                  "largest [distance, frame]: " + ", ".join(f"k={k} {v}" for k, v in r["window"].items()))
     else:
         size = tuple(int(v) for v in args.size.split("x"))
         clip = synthetic_clip(args.frames, size, args.people, args.frames // 2, args.seed)
@@ -315,7 +335,8 @@ def main(argv=None) -> int:
         in_shot = np.delete(d[1:], args.frames // 2 - 1)
         variants = {"whole": (args.frames, cfg, True), "segments": (args.segment_frames, cfg, True),
                     "no-stitch": (args.segment_frames, cfg, False),
-                    "no-cuts": (args.frames, dataclasses.replace(cfg, shots=ShotConfig(cut_threshold=2.0)), True)}
+                    "no-cuts": (args.frames, dataclasses.replace(cfg, shots=ShotConfig(cut_threshold=2.0)), True),
+                    "mask-swap": (args.segment_frames, dataclasses.replace(cfg, mask_swap=0.1), True)}
         result = {"frames": args.frames, "true_cut": args.frames // 2, "cuts_found": [int(i) for i in found[1:]],
                   "distance_at_cut": round(float(d[args.frames // 2]), 3), "max_in_shot": round(float(in_shot.max()), 3),
                   "detections": int(sum(len(d) for d in dets)), "gt_boxes": int(sum(len(g) for _, g in clip)),

@@ -97,6 +97,48 @@ def test_synthetic_cut_detected_and_pans_are_not_cuts():
     assert np.isnan(cut_distances([frame_signature(frames[0])])[0])
 
 
+def _person(x0: int, x1: int, iid: int) -> dict:
+    """A detection whose mask fills columns x0..x1 of rows 10..40, its box wider than the mask."""
+    from pycocotools import mask as mask_utils
+
+    m = np.zeros((60, 80), np.uint8)
+    m[10:40, x0:x1] = 1
+    rle = mask_utils.encode(np.asfortranarray(m))
+    return {"instance_id": iid, "bbox": [x0 - 4, 10, x1 - x0 + 8, 30], "score": 0.9,
+            "rle": {"size": rle["size"], "counts": rle["counts"].decode()}}
+
+
+def test_mask_iou_keeps_touching_players_apart():
+    """Boxes that overlap fit either track; when the box tracker hands each player the other's
+    track, the masks (each track's last one) give the labels back, and they stay given back."""
+    from playerseg.players.tracks import MaskSwap
+
+    left, right = _person(10, 16, 0), _person(22, 28, 1)
+    frames = [[(0, 1), (1, 2)], [(0, 2), (1, 1)], [(0, 2), (1, 1)]]  # ByteTrack swaps at the second frame
+    on = TrackConfig(mask_swap=0.1)
+    swap = MaskSwap(on)
+    assert [swap(pairs, [left, right]) for pairs in frames] == [[(0, 1), (1, 2)]] * 3
+    off = MaskSwap(TrackConfig())  # off (the default): ByteTrack's ids as they come
+    assert [off(pairs, [left, right]) for pairs in frames] == frames
+    bare = [{k: v for k, v in d.items() if k != "rle"} for d in (left, right)]  # no masks: nothing to go by
+    assert [MaskSwap(on)(pairs, bare) for pairs in frames] == frames
+    apart = [_person(10, 16, 0), _person(60, 66, 1)]  # boxes apart: ByteTrack's call stands
+    assert [MaskSwap(on)(pairs, apart) for pairs in frames] == frames
+
+
+def test_shot_kinds_from_player_scale():
+    from playerseg.players.shots import frame_scale, shot_kinds
+
+    assert frame_scale([40, 50, 60], 1080) == pytest.approx(50 / 1080)
+    assert frame_scale([], 1080) is None
+    # shot 0: wide-shot players (~5% of the frame); 1: close-up (~40%), one frame without players;
+    # 2: nobody (crowd, graphics); the median decides, one odd frame does not
+    shots = [0, 0, 0, 1, 1, 1, 2, 2]
+    scales = [0.05, 0.04, 0.3, 0.4, None, 0.35, None, None]
+    assert shot_kinds(shots, scales) == {0: "wide", 1: "close", 2: "none"}
+    assert shot_kinds(shots, scales, ShotConfig(wide_max_scale=0.5))[1] == "wide"
+
+
 def test_vote_and_flicker():
     tracks = np.array([1, 1, 1, 2, 2, -1, 3])
     teams = np.array([0, 1, 0, 1, 1, 0, -1])
@@ -184,6 +226,8 @@ def test_tracking_pass_across_units_resumable(synth_dir, tmp_path, ray_local):
         preds = pq.read_table(out / "predictions").to_pylist()
         frames = pq.read_table(out / "frames").to_pylist()
         assert all(r["shot_id"] == 0 for r in frames)
+        kinds = {r["shot_kind"] for r in frames}  # one shot, one kind, counted in the summary
+        assert len(kinds) == 1 and summary["videos"]["video"]["shot_kinds"] == {kinds.pop(): 1}
         assert all(r["track_id"] == -1 for r in preds if r["class"] == "led_board")
         results[size] = {(r["frame_index"], r["instance_id"]): r["track_id"] for r in preds}
         if size == 4:

@@ -75,8 +75,13 @@ def print_summary(summary: dict) -> None:
           f"failed {len(summary['units_failed'])}")
     if summary.get("tracking"):
         videos = summary["tracking"]["videos"].values()
+        kinds: dict[str, int] = {}
+        for v in videos:
+            for k, n in v.get("shot_kinds", {}).items():
+                kinds[k] = kinds.get(k, 0) + n
         print(f"tracking: {sum(v['tracks'] for v in videos)} tracks in {sum(v['shots'] for v in videos)} shots "
-              f"({summary['tracking']['parts_written']} parts given track_id / shot_id)")
+              f"({', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))}; "
+              f"{summary['tracking']['parts_written']} parts given track_id / shot_id / shot_kind)")
     print(f"  predictions : {summary['predictions']}")
     print(f"  frame stats : {summary['frames']}")
     print(f"  COCO results: {summary['coco_results']}")

@@ -1,8 +1,9 @@
-"""Hard shot cuts from the colour of consecutive frames.
+"""Hard shot cuts from the colour of consecutive frames, and what kind of shot each is.
 
     sig = frame_signature(image)                    # 16 x 4 x 4 HSV histogram of a 160 px wide copy
     d = frame_distance(prev_sig, sig)               # Bhattacharyya distance: 0 same, 1 disjoint
     starts = shot_starts(signatures, ShotConfig())  # a new shot starts at these frames
+    kinds = shot_kinds(shot_ids, scales, ShotConfig())  # shot -> "wide" | "close" | "none"
 
 A broadcast hard cut replaces the whole picture from one frame to the next, so its colour
 histogram jumps (a close-up or a replay holds other colours than a wide shot); inside a shot the
@@ -15,6 +16,15 @@ transitions (dissolves, the wipes that open a replay) spread the change over sev
 a cut between two wide cameras of the same pitch keeps its colours (tracks then end because the
 boxes no longer overlap, not because a cut was seen). Pixel-wise measures (PySceneDetect's
 content distance) catch the latter but fire on fast pans (synthetic pans score above its cut).
+Nor does a window help (the distance between frames k apart, k = 5-20): the Serie A dissolve reaches
+0.30 and the LaLiga score graphic, inside live play, 0.33.
+
+The kind of a shot comes from the model's players instead: a frame's scale is the median height of
+its players as a share of the frame height, a shot's the median over its frames. Wide shots (the
+live play a tracker follows) hold players of at most 0.081 of the frame height (median per frame,
+all 242 frames of the detection set's 15 matches); the Acme close shots put 95% of their frames
+above 0.108 (median 0.346). Close-ups and most replays (tight cameras, slow motion) are "close", a
+shot without a player (crowd, graphics) is "none".
 """
 from __future__ import annotations
 
@@ -30,6 +40,7 @@ WIDTH = 160  # signatures are computed on a copy this wide: cheap, and blind to 
 @dataclass
 class ShotConfig:
     cut_threshold: float = 0.25  # Bhattacharyya distance between consecutive frames that starts a new shot
+    wide_max_scale: float = 0.1  # a shot whose median player height is at most this share of the frame is wide
 
 
 def frame_signature(image: np.ndarray) -> np.ndarray:
@@ -62,3 +73,20 @@ def cut_distances(signatures) -> np.ndarray:
 def shot_starts(signatures, cfg: ShotConfig = ShotConfig()) -> np.ndarray:
     """Boolean per frame: a new shot starts here (the first frame always does)."""
     return np.nan_to_num(cut_distances(signatures), nan=np.inf) > cfg.cut_threshold
+
+
+def frame_scale(player_heights, frame_height: int) -> float | None:
+    """Median player box height as a share of the frame height; None without players."""
+    return float(np.median(player_heights)) / frame_height if len(player_heights) and frame_height > 0 else None
+
+
+def shot_kinds(shots, scales, cfg: ShotConfig = ShotConfig()) -> dict[int, str]:
+    """Kind of each shot from its frames' scales (`frame_scale`, None: no player): "wide" when the
+    median is at most `cfg.wide_max_scale`, "close" above, "none" when no frame has a player."""
+    by_shot: dict[int, list[float]] = {}
+    for shot, scale in zip(shots, scales):
+        by_shot.setdefault(int(shot), [])
+        if scale is not None:
+            by_shot[int(shot)].append(scale)
+    return {shot: ("none" if not v else "wide" if float(np.median(v)) <= cfg.wide_max_scale else "close")
+            for shot, v in by_shot.items()}

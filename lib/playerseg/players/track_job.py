@@ -1,4 +1,4 @@
-"""The tracking pass of `playerseg infer`: `track_id` per instance, `shot_id` per frame.
+"""The tracking pass of `playerseg infer`: `track_id` per instance, `shot_id` and `shot_kind` per frame.
 
 Runs after the model pass, on the units (video segments) it has written, in two Ray Data passes
 and one driver step:
@@ -11,7 +11,8 @@ and one driver step:
 2. per video (driver): the cached segments in frame order are stitched (`tracks.stitch`) into
    global track and shot ids;
 3. per unit (tasks): the prediction part gets the column `track_id` (-1: not tracked) and the
-   frame part `shot_id`, rewritten atomically with `playerseg.tracks=<stamp>` in their Parquet
+   frame part `shot_id` and `shot_kind` (wide / close / none: `shots.shot_kinds`, from the players'
+   sizes over the whole shot), rewritten atomically with `playerseg.tracks=<stamp>` in their Parquet
    metadata, the stamp a hash of the options, the run (`_run.json`, `playerseg.ledger`) and the part's ids.
 A re-run skips cached segments and parts that already carry their stamp, so it writes nothing
 when nothing changed; a video that gained segments is stitched again and only parts whose ids
@@ -30,6 +31,7 @@ import numpy as np
 from playerseg import config as cfgmod
 from playerseg.data.errors import DataError, Failures
 from playerseg.ledger import RUN_FILE, Ledger
+from playerseg.players.shots import shot_kinds
 from playerseg.players.tracks import NO_TRACK, SegmentTracks, TrackConfig, instance_tracks, stitch, track_segment
 from playerseg.video.frames import Unit, read_unit
 
@@ -56,36 +58,44 @@ def _fps(pts: list[float]) -> float:
     return (len(pts) - 1) / span if span > 0 else 25.0
 
 
-def _part_frames(ledger: Ledger, unit: Unit) -> tuple[list[int], list[float]]:
-    """(frame indices, pts) of a written unit, in order."""
+def _part_frames(ledger: Ledger, unit: Unit) -> tuple[list[int], list[float], list[int]]:
+    """(frame indices, pts, frame heights) of a written unit, in order."""
     from playerseg.infer.writer import part_paths
     from playerseg.players.parts import read_part
 
-    frames = read_part(part_paths(ledger, unit)["frames"]).select(["frame_index", "pts_seconds"]).to_pydict()
+    frames = read_part(part_paths(ledger, unit)["frames"]).select(["frame_index", "pts_seconds", "height"]).to_pydict()
     order = np.argsort(frames["frame_index"])
-    return ([int(frames["frame_index"][i]) for i in order], [float(frames["pts_seconds"][i] or 0.0) for i in order])
+    return ([int(frames["frame_index"][i]) for i in order], [float(frames["pts_seconds"][i] or 0.0) for i in order],
+            [int(frames["height"][i] or 0) for i in order])
 
 
 def _detections(ledger: Ledger, unit: Unit, cfg: TrackConfig, frames: set[int]) -> dict[int, list[dict]]:
-    """Tracked-class instances of a written unit in `frames`: {frame: [{instance_id, bbox, score}]}."""
+    """Tracked-class instances of a written unit in `frames`: {frame: [{instance_id, bbox, score}]},
+    with each mask (`rle`) where `cfg.mask_swap` uses them."""
     from playerseg.infer.writer import part_paths
     from playerseg.players.parts import read_part
+    from playerseg.video.schema import prediction_rle
 
-    preds = read_part(part_paths(ledger, unit)["predictions"]).select(["frame_index", "instance_id", "class", "score", "bbox"])
+    columns = ["frame_index", "instance_id", "class", "score", "bbox"]
+    masks = cfg.mask_swap > 0
+    preds = read_part(part_paths(ledger, unit)["predictions"]).select(
+        columns + (["mask_rle_size", "mask_rle_counts"] if masks else []))
     out: dict[int, list[dict]] = {}
     for r in preds.to_pylist():
         if r["class"] in cfg.classes and r["bbox"] is not None and int(r["frame_index"]) in frames:
-            out.setdefault(int(r["frame_index"]), []).append(
-                {"instance_id": r["instance_id"], "bbox": r["bbox"], "score": 1.0 if r["score"] is None else r["score"]})
+            det = {"instance_id": r["instance_id"], "bbox": r["bbox"], "score": 1.0 if r["score"] is None else r["score"]}
+            if masks and r["mask_rle_counts"]:
+                det["rle"] = prediction_rle(r)
+            out.setdefault(int(r["frame_index"]), []).append(det)
     return out
 
 
 def track_unit(unit: Unit, ledger: Ledger, cfg: TrackConfig, prev: list | None = None) -> SegmentTracks:
     """Shots and ByteTrack tracks of one written unit. `prev`: the written units right before it
     (in order, [] when the one before is not written), whose last frames start its tracker."""
-    from playerseg.players.shots import frame_signature, shot_starts
+    from playerseg.players.shots import frame_scale, frame_signature, shot_starts
 
-    indices, pts = _part_frames(ledger, unit)
+    indices, pts, heights = _part_frames(ledger, unit)
     detections = _detections(ledger, unit, cfg, set(indices))
     overlap = None
     if prev:
@@ -102,7 +112,10 @@ def track_unit(unit: Unit, ledger: Ledger, cfg: TrackConfig, prev: list | None =
         raise DataError(unit.key, f"{len(missing)} frames of the part not found in the input (first {missing[:5]})")
     sigs = [signatures[i] for i in indices]
     starts = shot_starts(sigs, cfg.shots)
-    return track_segment(indices, detections, starts, (sigs[0], sigs[-1]), _fps(pts), cfg, overlap)
+    seg = track_segment(indices, detections, starts, (sigs[0], sigs[-1]), _fps(pts), cfg, overlap)
+    height = dict(zip(indices, heights))
+    seg.scale = [frame_scale([d["bbox"][3] for d in detections.get(f, [])], height[f]) for f in seg.frames]
+    return seg
 
 
 def _track_task(item: dict, ledger: Ledger, cfg_json: str, fp: str) -> None:
@@ -127,9 +140,12 @@ def _write_task(item: dict, ledger: Ledger) -> None:
     paths = part_paths(ledger, unit)
     meta = {META_KEY: item["stamp"].encode()}
     shots = {int(f): s for f, s in ids["shots"]}
+    kinds = {int(s): k for s, k in ids["kinds"]}
     frames = read_part(paths["frames"])
-    col = pa.array([shots.get(int(f), -1) for f in frames.column("frame_index").to_pylist()], pa.int32())
-    write_table_atomic(paths["frames"], _with_column(frames, "shot_id", col), meta)
+    index = [shots.get(int(f), -1) for f in frames.column("frame_index").to_pylist()]
+    frames = _with_column(frames, "shot_id", pa.array(index, pa.int32()))
+    frames = _with_column(frames, "shot_kind", pa.array([kinds.get(s, "") for s in index], pa.string()))
+    write_table_atomic(paths["frames"], frames, meta)
     tracks = {(int(f), int(i)): t for f, i, t in ids["tracks"]}
     preds = read_part(paths["predictions"])
     keys = zip(preds.column("frame_index").to_pylist(), preds.column("instance_id").to_pylist())
@@ -202,18 +218,21 @@ def track_outputs(ledger: Ledger, units: list[Unit], cfg: TrackConfig) -> dict:
         segs = [SegmentTracks.from_dict(read_json(cache_path(ledger, fp, u))["tracks"]) for u in us]
         pairs = list(zip(segs, us))
         stitched = stitch(segs, cfg)
+        kinds = shot_kinds([s for _, shot in stitched for s in shot], [v for seg in segs for v in seg.scale], cfg.shots)
         tracks, shots = set(), set()
         for (seg, u), (ids, shot) in zip(pairs, stitched):
             assigned = instance_tracks(seg, ids)
             body = {"tracks": sorted([f, i, t] for (f, i), t in assigned.items()),
-                    "shots": [[f, s] for f, s in zip(seg.frames, shot)]}
+                    "shots": [[f, s] for f, s in zip(seg.frames, shot)],
+                    "kinds": sorted([s, kinds[s]] for s in set(shot))}
             text = json.dumps(body, sort_keys=True)
             stamp = f"{fp}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
             tracks |= set(assigned.values())
             shots |= set(shot)
             if _stamp_of(part_paths(ledger, u)["predictions"]) != stamp:
                 writes.append({"unit": u.to_json(), "ids": text, "stamp": stamp})
-        videos[g] = {"tracks": len(tracks), "shots": len(shots), "segments": len(us)}
+        videos[g] = {"tracks": len(tracks), "shots": len(shots), "segments": len(us),
+                     "shot_kinds": {k: sum(v == k for v in kinds.values()) for k in sorted(set(kinds.values()))}}
     bad_writes = _run(writes, _write_task, {"ledger": ledger}, "track: write", "writing tracks of", failures)
     return {"fingerprint": fp, "segments_tracked": len(todo) - len(bad), "parts_written": len(writes) - len(bad_writes),
             "videos": videos, "failures": failures.items}
