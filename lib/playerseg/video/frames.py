@@ -40,6 +40,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterator
 
+import fsspec
+
 from playerseg.config import ConfigError
 from playerseg.data.errors import DataError, Failures
 from playerseg.io import filesystem, fingerprint, is_local, listing_fingerprint, read_json
@@ -260,7 +262,7 @@ def list_inputs(inputs: list[str]) -> Inputs:
     """Sort files, folders and globs (local or URIs) into videos, frame folders and Parquet files."""
     found = Inputs()
     for item in inputs:
-        fs, _, paths = fsspec_paths(item)
+        fs, _, paths = fsspec.get_fs_token_paths(str(item))  # a file, folder or glob, local or URI
         proto = "" if is_local(item) else str(item).split("://", 1)[0] + "://"
         if not paths:
             found.missing.append(str(item))
@@ -285,13 +287,6 @@ def list_inputs(inputs: list[str]) -> Inputs:
     found.videos = sorted(dict.fromkeys(found.videos))
     found.parquets = sorted(dict.fromkeys(found.parquets))
     return found
-
-
-def fsspec_paths(item: str):
-    """(filesystem, token, paths) of a file, folder or glob, local or URI."""
-    import fsspec
-
-    return fsspec.get_fs_token_paths(str(item))
 
 
 def plan_units(

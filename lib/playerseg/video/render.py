@@ -23,8 +23,8 @@ import numpy as np
 
 from playerseg import config as cfgmod
 from playerseg.data.errors import DataError
-from playerseg.io import exists, read_json
-from playerseg.video.frames import Unit, plan_units, read_unit
+from playerseg.io import exists
+from playerseg.video.frames import Unit, folder_rate, plan_units, read_unit
 from playerseg.viz import draw_instances, label
 
 log = logging.getLogger(__name__)
@@ -122,8 +122,7 @@ def open_source(cfg: RenderConfig) -> tuple[str, str, list[Unit]]:
     if cfg.video_id is None and len(ids) != 1:
         raise DataError(cfg.source, f"frames of {len(ids)} videos: pick one with --video-id ({sorted(ids)[:5]})")
     vid = cfg.video_id or next(iter(ids))
-    meta_path = f"{os.path.dirname(units[0].spec['uri'])}/_video.json"
-    fps = str(cfg.fps or (read_json(meta_path).get("rate") if exists(meta_path) else 25))
+    fps = str(cfg.fps or folder_rate(os.path.dirname(units[0].spec["uri"]))[1])  # `extract`'s _video.json, else 25
     return vid, fps, ids.get(vid, [])
 
 
