@@ -2,7 +2,7 @@
 
     <output>/
       predictions/<group>/<unit>.parquet   one row per instance (video.schema.PREDICTION_SCHEMA)
-      frames/<group>/<unit>.parquet        one row per frame (FRAMES_SUMMARY_SCHEMA): class pixel
+      frames/<group>/<unit>.parquet        one row per frame (schema.frame_summary_schema): class pixel
                                            fractions, instance count (frames without players too)
       _done/<group>/<unit>.json            written last: the unit is finished (resume skips it)
       _run.json, _lock                     the run signature and the lock (`playerseg.ledger`)
@@ -28,24 +28,9 @@ from playerseg.data.errors import DataError, Failures
 from playerseg.io import write_table_atomic
 from playerseg.ledger import Ledger
 from playerseg.video.frames import Unit
-from playerseg.video.schema import PREDICTION_SCHEMA, prediction_row
+from playerseg.video.schema import PREDICTION_SCHEMA, frame_summary_schema, prediction_row
 
 log = logging.getLogger(__name__)
-
-
-def frames_schema(class_names) -> pa.Schema:
-    """Per-frame semantic summary: pixel fraction of each class and the instance count."""
-    return pa.schema(
-        [
-            pa.field("video_id", pa.string(), nullable=False),
-            pa.field("frame_index", pa.int64(), nullable=False),
-            pa.field("pts_seconds", pa.float64()),
-            pa.field("width", pa.int32()),
-            pa.field("height", pa.int32()),
-            pa.field("num_instances", pa.int32()),
-        ]
-        + [pa.field(f"{name}_fraction", pa.float32()) for name in class_names]
-    )
 
 
 # what --overwrite removes: the outputs and what later passes made from them (tracks, `playerseg cluster`)
@@ -101,7 +86,7 @@ class UnitWriter:
         instances = [prediction_row(r["video_id"], r["frame_index"], r["pts_seconds"], inst)
                      for r in rows for inst in r["instances"]]
         write_table_atomic(paths["predictions"], pa.Table.from_pylist(instances, schema=PREDICTION_SCHEMA))
-        schema = frames_schema(self.class_names)
+        schema = frame_summary_schema(self.class_names)
         summary = []
         for r in rows:
             fractions = json.loads(r["fractions"])

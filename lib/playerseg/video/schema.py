@@ -2,9 +2,9 @@
 
 `PREDICTION_SCHEMA`: what the inference job writes, one row per instance (flat typed columns, so
 pandas, DuckDB or Spark filter on `score` or `class` directly); `FRAME_SCHEMA`: frames written by
-`playerseg extract --parquet`. Readers select the columns they need and ignore the rest, so
-writers may add columns (per-frame summaries live in a separate file; `playerseg cluster` adds
-team columns and flags).
+`playerseg extract --parquet`; `frame_summary_schema`: the inference job's one row per frame.
+Readers select the columns they need and ignore the rest, so writers may add columns (per-frame
+summaries live in a separate file; `playerseg cluster` adds team columns and flags).
 
 The prediction record is one home for an instance as the jobs pass it on: `instance_record`
 builds its fields (`INSTANCE_TYPE`: post-processing makes them, the inference stream carries a
@@ -50,6 +50,13 @@ FRAME_SCHEMA = pa.schema(
         pa.field("image_format", pa.string()),  # "jpg" | "png"
     ]
 )
+
+
+def frame_summary_schema(class_names) -> pa.Schema:
+    """A frame of `playerseg infer`'s per-frame summary (`frames/` parts): FRAME_SCHEMA's video id,
+    index, time and size, then the instance count and the pixel fraction of each class."""
+    return pa.schema(list(FRAME_SCHEMA)[:5] + [pa.field("num_instances", pa.int32())]
+                     + [pa.field(f"{name}_fraction", pa.float32()) for name in class_names])
 
 
 def instance_record(instance_id: int, class_name: str, score: float, bbox, area: int, rle: dict) -> dict:
