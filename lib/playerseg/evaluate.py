@@ -382,11 +382,10 @@ def _evaluate_source(model, src: DataConfig, cfg: EvaluateConfig, classes: TaskC
     """(results, Evaluation, partial-label panels) of one source. Frames whose every class is
     labelled per pixel go through `Evaluation` (the full report); every frame goes through a
     `SourceMeter` (only what the source labels)."""
-    from tqdm import tqdm
-
     from playerseg.data.registry import build_reader, iter_samples
     from playerseg.data.sample import PIXEL
     from playerseg.metrics.sources import SourceMeter
+    from playerseg.progress import Progress
 
     reader = build_reader(src, None if cfg.split == "all" else cfg.split)
     if cfg.max_samples:
@@ -398,7 +397,7 @@ def _evaluate_source(model, src: DataConfig, cfg: EvaluateConfig, classes: TaskC
                         postprocess_cfg=cfg.postprocess)
     panels: list[tuple[float, np.ndarray]] = []
     rank_by = ""
-    with tqdm(total=len(reader), desc=f"evaluate {src.name}".strip(), unit="frame") as bar:
+    with Progress(f"evaluate {src.name}".strip(), total=len(reader), unit="frame") as bar:
         for batch in _batches(iter_samples(reader, failures), cfg.batch_size):
             images = np.stack([s.image for s in batch])
             if hasattr(model, "predict_proba"):  # probabilities score the instances for AP
@@ -419,7 +418,7 @@ def _evaluate_source(model, src: DataConfig, cfg: EvaluateConfig, classes: TaskC
                     rank_by = rank_by or next(iter(row), "")
                     _keep_panel(panels, s, p, row.get(rank_by, math.nan), classes, cfg)
             bar.update(len(batch))
-        bar.update(len(reader) - bar.n)  # skipped frames
+        bar.update(len(reader) - bar.done)  # skipped frames
     if ev.num_images:
         res = ev.results(failures)
         res["source_metrics"] = meter.compute()
