@@ -116,11 +116,7 @@ class ClassMapping:
     def load(cls, path: str, classes: TaskClasses, fmt: str) -> "ClassMapping":
         """The mapping at `path`, or the built-in `mappings/<fmt>.yaml` when `path` is empty."""
         path = str(path or MAPPINGS_DIR / f"{fmt}.yaml")
-        try:
-            data = yaml.safe_load(read_bytes(path)) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            raise DataError(path, f"not valid YAML: {e}", line=mark.line + 1 if mark else None) from None
+        data = read_yaml_file(path) or {}
         if not isinstance(data, dict) or set(data) - {"default", "classes"}:
             raise DataError(path, "a class mapping takes only the keys `default` and `classes`")
         table = data.get("classes") or {}
@@ -181,6 +177,15 @@ def read_json_file(path: str):
         raise DataError(path, f"not valid JSON (column {e.colno}): {e.msg}", line=e.lineno) from None
     except UnicodeDecodeError as e:
         raise DataError(path, f"not UTF-8 text: {e}") from None
+
+
+def read_yaml_file(path: str):
+    """The YAML document at `path` (None when empty); DataError naming the file (and line) when it is not YAML."""
+    try:
+        return yaml.safe_load(read_bytes(path))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise DataError(path, f"not valid YAML: {e}", line=mark.line + 1 if mark else None) from None
 
 
 # A decoded image may not exceed this many pixels (checked from the file's header before decoding):

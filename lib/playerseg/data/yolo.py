@@ -16,11 +16,9 @@ import math
 import posixpath
 import re
 
-import yaml
-
 from playerseg.classes import IGNORE_INDEX, TaskClasses
 from playerseg.data.errors import DataError
-from playerseg.data.reader import ClassMapping, Reader, join, list_dir, read_bytes, read_image
+from playerseg.data.reader import ClassMapping, Reader, join, list_dir, read_bytes, read_image, read_yaml_file
 from playerseg.data.sample import BOX, Instance, Sample
 from playerseg.io import exists, filesystem
 
@@ -37,11 +35,7 @@ def video_and_frame(stem: str) -> tuple[str, int | None]:
 
 
 def read_names(path: str) -> list[str]:
-    try:
-        data = yaml.safe_load(read_bytes(path)) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise DataError(path, f"not valid YAML: {e}", line=mark.line + 1 if mark else None) from None
+    data = read_yaml_file(path) or {}
     names = data.get("names") if isinstance(data, dict) else None
     if isinstance(names, dict):
         names = [names[i] for i in sorted(names)]
