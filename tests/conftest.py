@@ -56,11 +56,25 @@ def model_cache(tmp_path_factory):
         os.environ["PLAYERSEG_CACHE"] = old
 
 
+def _own_ray(dashboard: bool):
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, include_dashboard=dashboard)  # its own, never a running one
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture(scope="module")
 def ray_local():
     """An embedded local Ray for the tests of one module (2 CPUs), shut down after them."""
-    import ray
+    yield from _own_ray(dashboard=False)
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False)  # its own, never a running one
-    yield
-    ray.shutdown()
+
+@pytest.fixture(scope="module")
+def ray_dashboard():
+    """`ray_local` with the dashboard, as `playerseg train` starts it: Train V2's PlacementGroupCleaner
+    asks the State API (served by the dashboard) whether the controller lives; without it, on a busy
+    machine, it took a failed answer for a dead controller and removed a live run's placement group
+    ("actor died")."""
+    yield from _own_ray(dashboard=True)

@@ -39,14 +39,6 @@ def make_model(path):
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     return make_model(tmp_path_factory.mktemp("model") / "tiny")
 
@@ -68,7 +60,7 @@ def read(path):
     return pq.read_table(str(path)).to_pylist()
 
 
-def test_cli_end_to_end_resume_and_failures(local_ray, model_dir, inputs, tmp_path, capsys):
+def test_cli_end_to_end_resume_and_failures(ray_local, model_dir, inputs, tmp_path, capsys):
     from playerseg.cli import main
 
     out = tmp_path / "out"
@@ -133,7 +125,7 @@ def test_cli_end_to_end_resume_and_failures(local_ray, model_dir, inputs, tmp_pa
     assert "tta False -> True" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
 
 
-def test_postprocess_in_actor_and_sam_refinement(local_ray, model_dir, inputs, tmp_path):
+def test_postprocess_in_actor_and_sam_refinement(ray_local, model_dir, inputs, tmp_path):
     # the tiny test model is not confident: keep its weak players (the score floor is not under test)
     base = dict(model=model_dir, inputs=[inputs["video"]], segment_frames=6,
                 postprocess=PostprocessConfig(min_player_score=0.0))
@@ -213,7 +205,7 @@ def test_torchscript_export_loads(model_dir, tmp_path):
         Segmenter.load(str(tmp_path / "export" / "model.onnx"), runtime="torch")
 
 
-def test_runtime_onnxruntime_gives_the_instances_of_torch(local_ray, model_dir, inputs, tmp_path, model_cache):
+def test_runtime_onnxruntime_gives_the_instances_of_torch(ray_local, model_dir, inputs, tmp_path, model_cache):
     """`--runtime onnxruntime` (the model folder exported to ONNX by the actors, into the cache)
     and `--runtime torch` on the same clip: the same instances."""
     pytest.importorskip("onnxruntime")

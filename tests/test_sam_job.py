@@ -16,18 +16,13 @@ SETS = ["data.format=acme", "data.val_fraction=0.25", "data.split_block=3", "cro
         "cache.cpus_per_actor=0.5", "run.batch_size=8", "optim.lr=0.001"]
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
+@pytest.fixture(scope="module", autouse=True)
+def no_wandb():
+    """W&B disabled, set before the module's Ray starts (autouse: before `ray_dashboard`), so Ray's
+    workers inherit it: the tracker is tested with the trainer."""
     old = os.environ.get("WANDB_MODE")
-    os.environ["WANDB_MODE"] = "disabled"  # Ray's workers inherit it: the tracker is tested with the trainer
-    # with the dashboard, as `playerseg train` starts it: Train V2's PlacementGroupCleaner asks the State API
-    # (served by the dashboard) whether the controller lives; without it, on a busy machine, it took a
-    # failed answer for a dead controller and removed a live run's placement group ("actor died")
-    ray.init(address="local", num_cpus=2, include_dashboard=True)
+    os.environ["WANDB_MODE"] = "disabled"
     yield
-    ray.shutdown()
     if old is None:
         os.environ.pop("WANDB_MODE", None)
     else:
@@ -39,7 +34,7 @@ def cache_root(tmp_path_factory):
     return tmp_path_factory.mktemp("sam_cache")  # shared: the cached modes build it once
 
 
-def test_train_sam_decoder_job_caches_checkpoints_and_resumes(ray_local, synth_dir, cache_root, tmp_path):
+def test_train_sam_decoder_job_caches_checkpoints_and_resumes(ray_dashboard, synth_dir, cache_root, tmp_path):
     from playerseg.sam.checkpoint import load_finetuned_sam, load_trained
     from playerseg.sam.embeddings import list_items
     from playerseg.sam.train import SamTrainConfig, train_sam
@@ -96,7 +91,7 @@ TRAINED = {
 
 @pytest.mark.parametrize("mode, workers", [("decoder_prompt", 2), ("last_n_blocks", 1), ("full", 1)],
                          ids=["decoder_prompt-ddp2", "last_n_blocks", "full"])
-def test_modes_train_exactly_their_parameters(ray_local, synth_dir, cache_root, tmp_path, mode, workers):
+def test_modes_train_exactly_their_parameters(ray_dashboard, synth_dir, cache_root, tmp_path, mode, workers):
     from playerseg.sam.build import build_sam
     from playerseg.sam.checkpoint import load_finetuned_sam, load_trained
     from playerseg.sam.train import SamTrainConfig, train_sam

@@ -54,23 +54,11 @@ def test_a_few_steps_reduce_the_loss(synth_dir, tmp_path):
     assert losses[-1] < 0.7 * losses[0], losses
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    # with the dashboard, as `playerseg train` starts it: Train V2's PlacementGroupCleaner asks the State API
-    # (served by the dashboard) whether the controller lives; without it, on a busy machine, it took a
-    # failed answer for a dead controller and removed a live run's placement group ("actor died")
-    ray.init(address="local", num_cpus=2, include_dashboard=True)
-    yield
-    ray.shutdown()
-
-
 def _weights(path):
     return torch.load(path / "checkpoint.pt", map_location="cpu", weights_only=False)
 
 
-def test_killed_worker_restarts_and_resume_reproduces_the_run(ray_cluster, synth_dir, tmp_path, monkeypatch, capsys):
+def test_killed_worker_restarts_and_resume_reproduces_the_run(ray_dashboard, synth_dir, tmp_path, monkeypatch, capsys):
     """Run A: the worker dies (os._exit) at the start of epoch 2; FailureConfig restarts it from
     the epoch-1 checkpoint and the run finishes. Run B (the CLI) resumes from A's epoch-0
     checkpoint: its epochs 1 and 2 give exactly A's weights, optimizer and scheduler state."""
