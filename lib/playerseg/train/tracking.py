@@ -34,6 +34,11 @@ def overlay_panel(images, truths, preds, names, width: int = 1440) -> np.ndarray
     return np.concatenate(rows, axis=0)
 
 
+def wandb_mode() -> str:
+    """W&B's mode for a run or a sweep (module doc): `WANDB_MODE`, else online with a key, else offline."""
+    return os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+
+
 class Tracker:
     """Rank 0's tracking; other ranks build it with `enabled=False` and it does nothing."""
 
@@ -49,7 +54,7 @@ class Tracker:
         old = self.run_dir / "metrics.json"
         if old.is_file():
             self.history = [r for r in json.loads(old.read_text()) if r.get("epoch", 0) < start_epoch]
-        mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+        mode = wandb_mode()
         if mode != "disabled":
             try:
                 import wandb

@@ -43,7 +43,6 @@ import importlib
 import json
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -190,9 +189,10 @@ def _max_concurrent(base, requested: int) -> int:
 def _wandb_callback(cfg: SweepConfig, base, exp_dir: Path):
     from ray.air.integrations.wandb import WandbLoggerCallback
 
-    mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+    from playerseg.train.tracking import wandb_mode
+
     return WandbLoggerCallback(project=getattr(base.run, "wandb_project", "playerseg"), group=cfg.name,
-                               mode=mode, dir=str(exp_dir), log_config=True)
+                               mode=wandb_mode(), dir=str(exp_dir), log_config=True)
 
 
 def _scalar(v):
