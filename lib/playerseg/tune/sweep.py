@@ -100,10 +100,6 @@ class SweepConfig:
     resume: bool = False  # continue <out_dir>/<name> (Tuner.restore)
 
 
-def experiment_dir(cfg: SweepConfig) -> Path:
-    return Path(cfg.out_dir).resolve() / cfg.name
-
-
 def base_config(cfg: SweepConfig):
     """The family's training config from `cfg.config` + `cfg.overrides` (`load` makes its local paths
     absolute: trials run in other processes, nodes and folders)."""
@@ -263,7 +259,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
 
     from playerseg.ray_cluster import init_ray
 
-    exp_dir = experiment_dir(cfg)
+    exp_dir = Path(cfg.out_dir).resolve() / cfg.name
     if cfg.resume:  # the sweep as it was started (its space, base config, scheduler...)
         from playerseg.config import load
 
