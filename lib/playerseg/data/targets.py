@@ -29,10 +29,6 @@ from playerseg.pitch import pitch_mask
 MAX_CLASSES = 8  # bits of a uint8
 
 
-def all_bits(num_classes: int) -> int:
-    return (1 << num_classes) - 1
-
-
 def known_classes(sample: Sample, classes: TaskClasses, pitch: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(allowed H x W uint8 bit sets, boxes N x 4 float32, box class ids N int64) of a sample;
     `pitch`: player is not possible on sure grass (`pitch_mask`) unless labelled per pixel."""
@@ -40,7 +36,7 @@ def known_classes(sample: Sample, classes: TaskClasses, pitch: bool = False) -> 
     if k > MAX_CLASSES:
         raise ValueError(f"partial labels take at most {MAX_CLASSES} task classes, got {k}")
     h, w = sample.height, sample.width
-    everything = all_bits(k)
+    everything = (1 << k) - 1  # every class allowed
     pixel = [c for c, n in enumerate(classes.names) if sample.label_kind(n) == PIXEL]
     if sample.semantic is not None and pixel:
         unlabelled = everything & ~sum(1 << c for c in pixel if c != 0)
