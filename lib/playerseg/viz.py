@@ -186,18 +186,14 @@ def grid(rows: list[np.ndarray], gap: int = 4) -> np.ndarray:
     return np.concatenate(parts, axis=0)
 
 
-def encode_png(image: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise ValueError(f"could not encode an image of shape {image.shape} as PNG")
-    return buf.tobytes()
-
-
 def save_png(path: str, image: np.ndarray) -> None:
     """Write an RGB image as PNG, atomically (a killed writer leaves no half file)."""
     from playerseg.io import write_bytes_atomic
 
-    write_bytes_atomic(path, encode_png(image))
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError(f"could not encode an image of shape {image.shape} as PNG")
+    write_bytes_atomic(path, buf.tobytes())
 
 
 def _check(image: np.ndarray, class_map: np.ndarray) -> None:
