@@ -106,6 +106,7 @@ def cache_path(cfg: ClusterConfig, fp: str, kind: str, group: str, name: str = "
 # ---- pass 1: embeddings and flags of one part ---------------------------------------------------
 def embed_part(part: str, units: list, cfg: ClusterConfig, embedder) -> dict:
     """The cache table rows of one part: instance keys, embedding, flags (players only)."""
+    from playerseg.data.reader import mask_box
     from playerseg.metrics.rle import decode
     from playerseg.players.embed import colour_histograms, hellinger
     from playerseg.players.flags import instance_flags
@@ -131,7 +132,7 @@ def embed_part(part: str, units: list, cfg: ClusterConfig, embedder) -> dict:
         for r in rs:
             if r["class"] == "led_board":
                 led |= decode(prediction_rle(r))
-        boxes = [_mask_box(m) for m in masks]
+        boxes = [mask_box(m) if m.any() else (0.0, 0.0, 0.0, 0.0) for m in masks]
         if cfg.embed.method == "colour":
             feats = hellinger(colour_histograms(frame.image, masks, boxes, cfg.embed.colour))
         else:
@@ -144,12 +145,6 @@ def embed_part(part: str, units: list, cfg: ClusterConfig, embedder) -> dict:
             for k in FLAG_COLUMNS:
                 out[k].append(fl[k])
     return out
-
-
-def _mask_box(mask: np.ndarray) -> tuple[float, float, float, float]:
-    from playerseg.data.reader import mask_box
-
-    return mask_box(mask) if mask.any() else (0.0, 0.0, 0.0, 0.0)
 
 
 class EmbedActor:
