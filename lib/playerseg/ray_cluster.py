@@ -8,7 +8,7 @@ list of items as Ray tasks.
 `map_items` is a Ray Data map, one block (one task) per item. An item whose `fn` raises one of
 `errors` (DataError, OSError, ValueError by default) becomes a named failure and the others
 complete; any other exception stops the job, as Ray raises it. The streaming pipelines (inference,
-`video.source.frames_dataset`) build their own datasets.
+`video.frames.frames_dataset`) build their own datasets.
 """
 from __future__ import annotations
 
