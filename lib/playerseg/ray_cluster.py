@@ -4,8 +4,11 @@ list of items as Ray tasks.
     init_ray(cfg.address)                          # jobs: Ray kept quiet, our progress bars
     init_ray(dashboard=True, quiet=False)          # Ray Train / Tune: the dashboard, worker output shown
     done, failures = map_items(units, fn, what="extract", name=lambda u: u["uri"], num_cpus=1.0)
+    done, failures = map_items(parts, partial(EmbedPart, cfg, fp), actors=2, num_cpus=0.5)  # fn built once per actor
 
-`map_items` is a Ray Data map, one block (one task) per item. An item whose `fn` raises one of
+`map_items` is a Ray Data map, one block (one task) per item, or, with `actors`, a pool of Ray Data
+actors (`ActorPoolStrategy`) that each build the function once (`fn()` returns the per-item
+function: a model, an encoder, a reader held for every item). An item whose function raises one of
 `errors` (DataError, OSError, ValueError by default) becomes a named failure and the others
 complete; any other exception stops the job, as Ray raises it. The streaming pipelines (inference,
 `video.frames.frames_dataset`) build their own datasets.
@@ -62,11 +65,15 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, dashboa
 def map_items(items: Sequence, fn: Callable, *, num_cpus: float, what: str | None = None,
               name: Callable[[Any], str] = str, unit: str = "item", size: Callable[[Any], int] = lambda item: 1,
               concurrency: int | None = None, fn_kwargs: dict | None = None,
-              errors: tuple[type[BaseException], ...] = TASK_ERRORS) -> tuple[list[tuple[Any, Any]], Failures]:
+              errors: tuple[type[BaseException], ...] = TASK_ERRORS, actors: int = 0,
+              num_gpus: float = 0.0) -> tuple[list[tuple[Any, Any]], Failures]:
     """`fn(item, **fn_kwargs)` for every item, each in its own Ray task (`num_cpus` each, at most
     `concurrency` at a time); items and results cross as JSON. Returns (done, failures): `done` the
     (item, result) pairs of the items that completed, in item order; `failures` one entry per item
     whose `fn` raised one of `errors`, named `name(item)`, in item order.
+
+    With `actors` > 0 the items go to a pool of that many actors (`num_cpus` / `num_gpus` each), each
+    of which calls `fn(**fn_kwargs)` once and then the function it returns on each of its items.
 
     `what` names the stage of a progress bar (`playerseg.progress.Progress`; None: no bar) of
     `sum(size(item))` `unit`s, advanced by `size(item)` when an item completes. Keep `num_cpus`
@@ -78,17 +85,15 @@ def map_items(items: Sequence, fn: Callable, *, num_cpus: float, what: str | Non
     if not items:
         return [], failures
     kwargs = fn_kwargs or {}
-
-    def _task(row: dict) -> dict:  # one schema for every row (Arrow): index, JSON result, error text
-        item = json.loads(row["item"])
-        try:
-            return {"index": row["index"], "result": json.dumps(fn(item, **kwargs)), "error": ""}
-        except errors as e:
-            return {"index": row["index"], "result": "", "error": _message(e, name(item))}
-
     rows = [{"index": i, "item": json.dumps(item)} for i, item in enumerate(items)]
-    ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map(_task, num_cpus=num_cpus,
-                                                                       concurrency=concurrency)
+    if actors > 0:
+        ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), 4 * actors)).map_batches(
+            _ItemActor, fn_constructor_args=(fn, kwargs, errors, name), batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=num_cpus, num_gpus=num_gpus or None)
+    else:
+        ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map(
+            lambda row: _run_item(row, lambda item: fn(item, **kwargs), errors, name),
+            num_cpus=num_cpus, concurrency=concurrency)
     out = {}
     if what is None:
         out = {r["index"]: r for r in ds.iter_rows()}
@@ -107,6 +112,27 @@ def map_items(items: Sequence, fn: Callable, *, num_cpus: float, what: str | Non
         else:
             done.append((item, json.loads(out[i]["result"])))
     return done, failures
+
+
+def _run_item(row: dict, fn: Callable, errors: tuple, name: Callable) -> dict:
+    """One row of `map_items`' output (one schema for every row, for Arrow): index, JSON result, error text."""
+    item = json.loads(row["item"])
+    try:
+        return {"index": row["index"], "result": json.dumps(fn(item)), "error": ""}
+    except errors as e:
+        return {"index": row["index"], "result": "", "error": _message(e, name(item))}
+
+
+class _ItemActor:
+    """A Ray Data actor of `map_items(..., actors=N)`: builds the per-item function once."""
+
+    def __init__(self, make: Callable, kwargs: dict, errors: tuple, name: Callable):
+        self.fn, self.errors, self.name = make(**kwargs), errors, name
+
+    def __call__(self, batch: dict) -> dict:
+        rows = [_run_item({"index": i, "item": item}, self.fn, self.errors, self.name)
+                for i, item in zip(batch["index"], batch["item"])]
+        return {k: [r[k] for r in rows] for k in ("index", "result", "error")}
 
 
 def _message(error: BaseException, name: str) -> str:

@@ -147,8 +147,9 @@ def embed_part(part: str, units: list, cfg: ClusterConfig, embedder) -> dict:
     return out
 
 
-class EmbedActor:
-    """Ray Data actor: embeds the part files of its batches (holds the encoder when one is used)."""
+class EmbedPart:
+    """Embeds one part file into the cache (`map_items(..., actors=N)`: one per actor, holding the
+    encoder when one is used)."""
 
     def __init__(self, cfg: ClusterConfig, fp: str):
         self.cfg = cfg
@@ -169,20 +170,14 @@ class EmbedActor:
 
             self.embedder = SamEmbedder(build_sam(self.cfg.embed.sam_type, self.cfg.embed.sam_checkpoint or None))
 
-    def __call__(self, batch: dict) -> dict:
+    def __call__(self, item: dict) -> None:
         from playerseg.video.frames import Unit
 
-        errors = []
-        for part, units_json in zip(batch["part"], batch["units"]):
-            group, name = part_key(part)
-            try:
-                units = [Unit.from_json(u) for u in json.loads(units_json)]
-                out = embed_part(part, units, self.cfg, self.embedder)
-                write_table_atomic(cache_path(self.cfg, self.fp, "embed", group, name), cache_table(out))
-                errors.append("")
-            except (DataError, OSError, ValueError) as e:
-                errors.append(str(e) if isinstance(e, DataError) else f"{part}: {e}")
-        return {"part": list(batch["part"]), "error": errors}
+        part = item["part"]
+        group, name = part_key(part)
+        units = [Unit.from_json(u) for u in json.loads(item["units"])]
+        out = embed_part(part, units, self.cfg, self.embedder)
+        write_table_atomic(cache_path(self.cfg, self.fp, "embed", group, name), cache_table(out))
 
 
 # ---- pass 2 and 3 -------------------------------------------------------------------------------
@@ -304,12 +299,9 @@ def cluster(cfg: ClusterConfig, overwrite: bool = False) -> dict:
 
 
 def _cluster(cfg: ClusterConfig) -> dict:
-    import ray
-
-    from playerseg.video.frames import plan_units
     from playerseg.io import exists, write_json_atomic
-    from playerseg.progress import Progress
     from playerseg.ray_cluster import init_ray, map_items
+    from playerseg.video.frames import plan_units
 
     start = time.time()
     fp = fingerprint(cfg)
@@ -332,15 +324,10 @@ def _cluster(cfg: ClusterConfig) -> dict:
         for u in units:
             by_group.setdefault(u.group, []).append(u.to_json())
         items = [{"part": p, "units": json.dumps(by_group.get(part_key(p)[0], []))} for p in need_embed]
-        ds = ray.data.from_items(items).map_batches(
-            EmbedActor, fn_constructor_args=(cfg, fp), batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=max(1, cfg.workers)),
-            num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus or None)
-        with Progress("cluster: embed", total=len(items), unit="part") as bar:
-            for row in ds.iter_rows():
-                bar.update(1)
-                if row["error"]:
-                    failures.add(row["part"], RuntimeError(row["error"]))
+        _, failed = map_items(items, EmbedPart, fn_kwargs={"cfg": cfg, "fp": fp}, actors=max(1, cfg.workers),
+                              num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, what="cluster: embed", unit="part",
+                              name=lambda item: item["part"])
+        failures.items += failed.items
     failed = {p for p, _ in failures.items}
     written = 0
     for g, ps in sorted(groups.items()):

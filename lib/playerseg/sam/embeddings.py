@@ -122,8 +122,9 @@ def embed_frame(sam, sample, classes, crops: CropConfig, prompt_ids: tuple[int, 
     return paths
 
 
-class Embedder:
-    """Ray Data actor: builds SAM and the reader once, embeds a batch of frame keys."""
+class EmbedFrame:
+    """Embeds one frame into the cache (`map_items(..., actors=N)`: one per actor, holding SAM and
+    the reader); returns how many items it wrote."""
 
     def __init__(self, spec: dict, cache_dir: str, encoder_batch: int):
         from playerseg.sam.build import build_sam
@@ -137,19 +138,13 @@ class Embedder:
         self.crops = from_dict(CropConfig, spec["crops"])
         self.spec, self.cache_dir, self.encoder_batch = spec, cache_dir, encoder_batch
 
-    def __call__(self, batch: dict) -> dict:
-        keys, errors, counts = [str(k) for k in batch["key"]], [], []
-        for key in keys:
-            try:
-                paths = embed_frame(self.sam, self.reader.load(key), self.classes, self.crops, self.prompt_ids,
-                                    self.cache_dir, self.encoder_batch, self.spec["dtype"])
-                errors.append("")
-                counts.append(len(paths))
-            except Exception as e:  # noqa: BLE001 - one bad frame must not stop the job
-                log.warning("embedding %s failed: %s", key, e)
-                errors.append(f"{type(e).__name__}: {e}")
-                counts.append(0)
-        return {"key": np.array(keys), "error": np.array(errors), "items": np.array(counts, np.int64)}
+    def __call__(self, key: str) -> int:
+        try:
+            return len(embed_frame(self.sam, self.reader.load(key), self.classes, self.crops, self.prompt_ids,
+                                   self.cache_dir, self.encoder_batch, self.spec["dtype"]))
+        except Exception as e:  # noqa: BLE001 - one bad frame must not stop the job (named by map_items)
+            log.warning("embedding %s failed: %s", key, e)
+            raise
 
 
 def build_cache(spec: dict, cache_dir: str, keys: list[str], cfg: CacheConfig, overwrite: bool = False) -> Failures:
@@ -159,7 +154,7 @@ def build_cache(spec: dict, cache_dir: str, keys: list[str], cfg: CacheConfig, o
     ConfigError when the cache was built from another `spec`; `overwrite` rebuilds it.
 
     Returns the failures (frames that could not be embedded: their error, per key)."""
-    import ray
+    from playerseg.ray_cluster import map_items
 
     with Ledger(cache_dir, spec, overwrite, elsewhere="another cache.dir", wait=True) as ledger:
         todo = [f.image for f in ledger.pending([CacheFrame(k) for k in keys])]
@@ -167,15 +162,10 @@ def build_cache(spec: dict, cache_dir: str, keys: list[str], cfg: CacheConfig, o
         log.info("embedding cache %s: %d of %d frames to embed", cache_dir, len(todo), len(keys))
         if not todo:
             return failures
-        ds = ray.data.from_items([{"key": k} for k in todo],
-                                 override_num_blocks=min(len(todo), 4 * max(1, cfg.actors)))
-        out = ds.map_batches(
-            Embedder, fn_constructor_kwargs={"spec": spec, "cache_dir": cache_dir, "encoder_batch": cfg.encoder_batch},
-            batch_size=1, compute=ray.data.ActorPoolStrategy(size=cfg.actors),
-            num_cpus=cfg.cpus_per_actor, num_gpus=cfg.gpus_per_actor or None)
-        for row in out.iter_rows():
-            if row["error"]:
-                failures.add(str(row["key"]), RuntimeError(row["error"]))
+        _, failures = map_items(todo, EmbedFrame, fn_kwargs={"spec": spec, "cache_dir": cache_dir,
+                                                             "encoder_batch": cfg.encoder_batch},
+                                actors=max(1, cfg.actors), num_cpus=cfg.cpus_per_actor, num_gpus=cfg.gpus_per_actor,
+                                errors=(Exception,))
         return failures
 
 
