@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections import Counter
 
 from playerseg.config import add_config_arguments, from_args
 from playerseg.infer.pipeline import InferConfig
@@ -75,10 +76,7 @@ def print_summary(summary: dict) -> None:
           f"failed {len(summary['units_failed'])}")
     if summary.get("tracking"):
         videos = summary["tracking"]["videos"].values()
-        kinds: dict[str, int] = {}
-        for v in videos:
-            for k, n in v.get("shot_kinds", {}).items():
-                kinds[k] = kinds.get(k, 0) + n
+        kinds = sum((Counter(v.get("shot_kinds", {})) for v in videos), Counter())
         print(f"tracking: {sum(v['tracks'] for v in videos)} tracks in {sum(v['shots'] for v in videos)} shots "
               f"({', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))}; "
               f"{summary['tracking']['parts_written']} parts given track_id / shot_id / shot_kind)")

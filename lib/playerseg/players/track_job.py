@@ -25,6 +25,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+from collections import Counter
 
 import numpy as np
 
@@ -232,7 +233,7 @@ def track_outputs(ledger: Ledger, units: list[Unit], cfg: TrackConfig) -> dict:
             if _stamp_of(part_paths(ledger, u)["predictions"]) != stamp:
                 writes.append({"unit": u.to_json(), "ids": text, "stamp": stamp})
         videos[g] = {"tracks": len(tracks), "shots": len(shots), "segments": len(us),
-                     "shot_kinds": {k: sum(v == k for v in kinds.values()) for k in sorted(set(kinds.values()))}}
+                     "shot_kinds": dict(sorted(Counter(kinds.values()).items()))}
     bad_writes = _run(writes, _write_task, {"ledger": ledger}, "track: write", "writing tracks of", failures)
     return {"fingerprint": fp, "segments_tracked": len(todo) - len(bad), "parts_written": len(writes) - len(bad_writes),
             "videos": videos, "failures": failures.items}

@@ -122,12 +122,16 @@ class MaskSwap:
         """(instance_id, ByteTrack id) of one frame -> (instance_id, track label)."""
         from pycocotools import mask as mask_utils
 
+        from playerseg.metrics.rle import compressed
+
+        if self.cfg.mask_swap <= 0:  # off: nothing to keep
+            return pairs
         self.frame += 1
         by_id = {int(d["instance_id"]): d for d in dets}
         labels = {iid: self.label.setdefault(tid, tid) for iid, tid in pairs}
         tid_of = {iid: tid for iid, tid in pairs}
         masked = [iid for iid, _ in pairs if by_id[iid].get("rle") is not None]
-        if self.cfg.mask_swap > 0 and len(masked) > 1:
+        if len(masked) > 1:
             boxes = [list(by_id[i]["bbox"]) for i in masked]
             touching = np.asarray(mask_utils.iou(boxes, boxes, [0] * len(boxes))).reshape(len(boxes), len(boxes))
             for a, b in zip(*np.nonzero(np.triu(touching, 1) > 0)):
@@ -136,7 +140,7 @@ class MaskSwap:
                 old_a, old_b = self._predicted(la), self._predicted(lb)
                 if old_a is None or old_b is None:
                     continue
-                now = [_rle(by_id[ia]), _rle(by_id[ib])]
+                now = [compressed(by_id[ia]["rle"]), compressed(by_id[ib]["rle"])]
                 iou = np.asarray(mask_utils.iou(now, [old_a, old_b], [0, 0])).reshape(2, 2)
                 if iou[0, 1] + iou[1, 0] > iou[0, 0] + iou[1, 1] + self.cfg.mask_swap:
                     labels[ia], labels[ib] = lb, la
@@ -149,13 +153,13 @@ class MaskSwap:
                 if lab in self.last:
                     f0, _, c0, _ = self.last[lab]
                     motion = (centre - c0) / max(1, self.frame - f0)
-                self.last[lab] = (self.frame, _rle(d), centre, motion)
+                self.last[lab] = (self.frame, compressed(d["rle"]), centre, motion)
         return [(iid, labels[iid]) for iid, _ in pairs]
 
     def _predicted(self, label: int) -> dict | None:
         """The track's last mask moved to where its motion puts it now; None when the track was
         not seen within `mask_memory` frames."""
-        from pycocotools import mask as mask_utils
+        from playerseg.metrics.rle import compressed, decode, encode
 
         seen = self.last.get(label)
         if seen is None or self.frame - seen[0] > self.cfg.mask_memory:
@@ -164,18 +168,11 @@ class MaskSwap:
         dx, dy = (int(round(v)) for v in motion * (self.frame - frame))
         if dx == 0 and dy == 0:
             return rle
-        m = mask_utils.decode(rle)
+        m = decode(rle)
         moved = np.zeros_like(m)
         h, w = m.shape
         moved[max(0, dy):h + min(0, dy), max(0, dx):w + min(0, dx)] = m[max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)]
-        return mask_utils.encode(np.asfortranarray(moved))
-
-
-def _rle(det: dict) -> dict:
-    """A detection's mask as pycocotools wants it (counts as bytes)."""
-    rle = det["rle"]
-    counts = rle["counts"]
-    return {"size": [int(v) for v in rle["size"]], "counts": counts.encode() if isinstance(counts, str) else counts}
+        return compressed(encode(moved))
 
 
 def track_segment(frames: list[int], detections: dict[int, list[dict]], starts, signatures: tuple,
