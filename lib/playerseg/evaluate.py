@@ -136,7 +136,7 @@ class Evaluation:
             "instance": instance,
             "worst": [{"id": i, "value": v, "metrics": row} for i, v, row, _ in self.worst()],
             "per_image": [dict(row, id=i) for i, row in zip(self.semantic.image_ids, self.semantic.per_image())],
-            "failures": [{"what": w, "error": e} for w, e in (failures.items if failures else [])],
+            "failures": failures.as_json() if failures else [],
         }
 
 
@@ -424,8 +424,7 @@ def _evaluate_source(model, src: DataConfig, cfg: EvaluateConfig, classes: TaskC
         res["source_metrics"] = meter.compute()
     else:
         res = {"classes": list(classes.names), "num_images": meter.num_images, "labels": dict(meter.kinds),
-               "metrics": meter.compute(), "rank_by": rank_by,
-               "failures": [{"what": w, "error": e} for w, e in failures.items]}
+               "metrics": meter.compute(), "rank_by": rank_by, "failures": failures.as_json()}
     return res, ev, panels
 
 

@@ -46,6 +46,10 @@ class Failures:
         lines += [f"  - {what}: {err}" for what, err in self.items]
         return "\n".join(lines)
 
+    def as_json(self) -> list[dict]:
+        """The failures as a job's summary JSON lists them: `[{"what": ..., "error": ...}]`."""
+        return [{"what": what, "error": err} for what, err in self.items]
+
 
 def skip_bad(keys: Iterable[T], load: Callable[[T], object], failures: Failures) -> Iterator:
     """Yield `load(key)` for each key; a DataError/OSError is recorded in `failures` and skipped."""

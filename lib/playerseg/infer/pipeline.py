@@ -383,7 +383,7 @@ def _finish(cfg: InferConfig, classes: TaskClasses, units: list[Unit], todo: lis
         "units_failed": sorted(writer.failed), "frames_written": writer.frames,
         "instances_written": writer.instances, "coco_detections": n_results,
         "wall_seconds": round(wall, 2), "frames_per_second": round(writer.frames / wall, 3) if wall else None,
-        "resources": res, "tracking": tracking, "failures": [{"what": w, "error": e} for w, e in failures.items],
+        "resources": res, "tracking": tracking, "failures": failures.as_json(),
     }
     write_json_atomic(f"{out}/summary.json", summary)
     return summary

@@ -152,7 +152,7 @@ def run_extract(cfg: ExtractConfig, overwrite: bool = False) -> dict:
             "frames": sum(v["frames"] for v in by_video.values()),
             "seconds": round(time.perf_counter() - t0, 2),
             "per_video": by_video,
-            "failures": [{"what": w, "error": e} for w, e in failures.items],
+            "failures": failures.as_json(),
         }
         write_json_atomic(ledger.path("_summary.json"), summary)
     print(format_summary(summary))
