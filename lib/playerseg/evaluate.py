@@ -90,8 +90,7 @@ class Evaluation:
 
     def add(self, sample: Sample, pred: np.ndarray, proba: np.ndarray | None = None) -> None:
         """One frame: `pred` HxW class ids; `proba` (C x H x W) scores the instances when given."""
-        if pred.shape != sample.image.shape[:2]:
-            raise ValueError(f"{sample.path or sample.id}: prediction is {pred.shape}, image {sample.image.shape[:2]}")
+        sample.check_prediction(pred)
         row = self.semantic.update(pred, sample.semantic, ids=[sample.id])[0] if sample.semantic is not None else None
         self.num_images += 1  # counted once its labels were accepted
         if row is not None:

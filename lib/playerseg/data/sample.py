@@ -69,6 +69,11 @@ class Sample:
     def box_classes(self) -> np.ndarray:
         return np.array([i.class_id for i in self.instances], dtype=np.int64)
 
+    def check_prediction(self, pred: np.ndarray) -> None:
+        """ValueError naming the frame when `pred` (HxW) is not at the image's size."""
+        if pred.shape != self.image.shape[:2]:
+            raise ValueError(f"{self.path or self.id}: prediction is {pred.shape}, image {self.image.shape[:2]}")
+
     def instance_masks(self) -> np.ndarray:
         """N x H x W bool; raises when the source has no masks."""
         if any(i.mask is None for i in self.instances):

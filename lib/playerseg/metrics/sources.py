@@ -78,8 +78,7 @@ class SourceMeter:
         return self._ratios(delta)
 
     def _update(self, sample: Sample, pred: np.ndarray, proba: np.ndarray | None = None) -> None:
-        if pred.shape != sample.image.shape[:2]:
-            raise ValueError(f"{sample.path or sample.id}: prediction is {pred.shape}, image {sample.image.shape[:2]}")
+        sample.check_prediction(pred)
         names = self.classes.names
         kinds = {n: sample.label_kind(n) for n in names}
         self.kinds.update({n: k for n, k in kinds.items() if k != "none"})
