@@ -24,6 +24,17 @@ def is_local(path: str) -> bool:
     return "://" not in str(path) or str(path).startswith("file://")
 
 
+def parquet_parts(folder: str) -> list[str]:
+    """The Parquet files under `folder` (sorted; URIs keep their protocol; [] when it is no folder),
+    as pyarrow reads a folder: none below a name starting with "." or "_" (temporary `.tmp-*` files)."""
+    fs, root = filesystem(folder)
+    if not fs.isdir(root):
+        return []
+    found = sorted(p for p in fs.find(root) if p.endswith(".parquet")
+                   and not any(c.startswith((".", "_")) for c in p[len(root):].split("/")))
+    return found if is_local(folder) else [f"{folder.split('://', 1)[0]}://{p}" for p in found]
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """Yield a temporary sibling path to write; rename it onto `path` only when the block succeeds.

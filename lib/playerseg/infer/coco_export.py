@@ -17,7 +17,7 @@ import json
 import pyarrow.parquet as pq
 
 from playerseg.classes import TaskClasses
-from playerseg.io import atomic_path, filesystem
+from playerseg.io import atomic_path, filesystem, parquet_parts
 from playerseg.metrics.instance import coco_detection, json_rle
 from playerseg.video.schema import prediction_rle
 
@@ -46,16 +46,14 @@ def export_coco(predictions: str, out_json: str, classes: TaskClasses | None = N
     """Write the COCO results JSON of the predictions under `predictions` (a folder of part files, or
     one), streaming one part at a time, atomically; returns the count."""
     fs, root = filesystem(predictions)
-    parts = [root]
-    if fs.isdir(root):  # as pyarrow reads a folder: hidden and temporary (".tmp-*") files are not parts
-        parts = sorted(p for p in fs.find(root) if p.endswith(".parquet") and not p.rsplit("/", 1)[-1].startswith((".", "_")))
+    parts = parquet_parts(predictions) if fs.isdir(root) else [predictions]
     count = 0
     with atomic_path(out_json) as tmp:
         out_fs, out_path = filesystem(tmp)
         with out_fs.open(out_path, "w") as f:
             f.write("[")
             for part in parts:
-                table = pq.read_table(part, filesystem=fs, columns=COLUMNS)
+                table = pq.read_table(filesystem(part)[1], filesystem=fs, columns=COLUMNS)
                 for d in coco_results(table, classes or TaskClasses(), image_id):
                     f.write(("," if count else "") + "\n" + json.dumps(dict(d, segmentation=json_rle(d["segmentation"]))))
                     count += 1

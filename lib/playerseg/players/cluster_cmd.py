@@ -50,10 +50,10 @@ import numpy as np
 
 from playerseg import config as cfgmod
 from playerseg.data.errors import DataError, Failures
-from playerseg.io import write_table_atomic
+from playerseg.io import parquet_parts, write_table_atomic
 from playerseg.players.embed import ColourConfig, EncoderConfig
 from playerseg.players.flags import FLAG_COLUMNS, FlagsConfig
-from playerseg.players.parts import (META_KEY, cache_table, embeddings_of, frames_for, list_parts, part_key,
+from playerseg.players.parts import (META_KEY, cache_table, embeddings_of, frames_for, part_key,
                                      part_stamp, read_part, stamp)
 from playerseg.players.teams import UNKNOWN, TeamConfig
 
@@ -305,7 +305,7 @@ def _cluster(cfg: ClusterConfig) -> dict:
 
     start = time.time()
     fp = fingerprint(cfg)
-    parts = list_parts(cfg.predictions)
+    parts = parquet_parts(f"{cfg.predictions.rstrip('/')}/predictions")
     if not parts:
         raise DataError(cfg.predictions, "no prediction part files under predictions/")
     groups: dict[str, list[str]] = {}

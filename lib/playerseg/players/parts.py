@@ -1,4 +1,4 @@
-"""Prediction part files of `playerseg infer` as `playerseg cluster` reads and rewrites them: listing,
+"""Prediction part files of `playerseg infer` as `playerseg cluster` reads and rewrites them:
 reading, the clustering stamp in their Parquet metadata, the embedding cache tables, and the
 frames a part names, read again from the inputs (`playerseg.video.frames` units).
 """
@@ -13,19 +13,6 @@ import numpy as np
 from playerseg.data.errors import DataError
 
 META_KEY = b"playerseg.cluster"
-
-
-def list_parts(predictions: str) -> list[str]:
-    """Prediction part files under `<predictions>/predictions/` (sorted)."""
-    from playerseg.io import filesystem, is_local
-
-    fs, root = filesystem(f"{predictions.rstrip('/')}/predictions")
-    if not fs.isdir(root):
-        return []
-    found = sorted(p for p in fs.find(root) if p.endswith(".parquet") and "/.tmp-" not in p)
-    if is_local(predictions):
-        return found
-    return [f"{predictions.split('://', 1)[0]}://{p}" for p in found]
 
 
 def part_key(part: str) -> tuple[str, str]:
