@@ -56,13 +56,27 @@ def model_cache(tmp_path_factory):
         os.environ["PLAYERSEG_CACHE"] = old
 
 
+# Ray Train V2 settings for the tests' Train runs, read by its controller and workers (they inherit them
+# from the Ray they run in): no PreemptionWatcher actor per run (nothing is preempted on a test node), and
+# the controller polls its workers every 0.5 s instead of 2 s (a worker's next report waits for that poll;
+# the tests' epochs take about a second). A poll left unanswered is still only a missed health check.
+TRAIN_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
+
+
 def _own_ray(dashboard: bool):
     import ray
 
+    old = {k: os.environ.get(k) for k in TRAIN_ENV}
+    os.environ.update(TRAIN_ENV)  # before Ray starts: its workers inherit them
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=2, include_dashboard=dashboard)  # its own, never a running one
     yield
     ray.shutdown()
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +92,15 @@ def ray_dashboard():
     machine, it took a failed answer for a dead controller and removed a live run's placement group
     ("actor died")."""
     yield from _own_ray(dashboard=True)
+
+
+@pytest.fixture(scope="session")
+def tune_head():
+    """A private Ray head (`_ray_head.LocalHead`, 2 CPUs) for the sweeps of test_tune and test_tune_sam,
+    started once for both: the `playerseg tune` / `train` processes join it through its env (RAY_ADDRESS,
+    its token). W&B is disabled in it, so in the trials' Train workers too (they inherit the head's env,
+    not the CLI's): the tracker is tested with the trainer (test_train)."""
+    from _ray_head import LocalHead
+
+    with LocalHead(num_cpus=2, env={"WANDB_MODE": "disabled", **TRAIN_ENV}) as head:
+        yield head

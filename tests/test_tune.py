@@ -1,5 +1,6 @@
-"""`playerseg tune`: search-space validation, a tiny ASHA sweep on a private 2-CPU Ray head whose best
-config round-trips into `playerseg train`, and a tiny PBT sweep whose bad trial clones the good one."""
+"""`playerseg tune`: search-space validation, a tiny ASHA sweep on a private 2-CPU Ray head (conftest's
+`tune_head`, W&B disabled in it) whose best config round-trips into `playerseg train`, and a
+tiny PBT sweep whose bad trial clones the good one."""
 import json
 import os
 import subprocess
@@ -108,11 +109,9 @@ def playerseg(args, env, cwd):
 
 
 @pytest.fixture(scope="module")
-def head():
-    from _ray_head import LocalHead
-
-    with LocalHead(num_cpus=2) as h:
-        yield h
+def head(tune_head):
+    """conftest's private head, shared with test_tune_sam."""
+    return tune_head
 
 
 @pytest.fixture(scope="module")

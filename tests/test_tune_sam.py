@@ -1,7 +1,8 @@
 """`playerseg tune sam`: a tiny ASHA sweep of SAM fine-tuning (tiny UNTRAINED SAM, synthetic frames) on a
-private 2-CPU Ray head, the CLI (`run_sweep`) in a process of its own as in test_tune.py. Each trial
-runs `playerseg.sam.train.build_trainer(cfg)`, which prepares what `train_sam` prepares (the
-embedding cache, by Ray Data, inside the trial); trials that differ in crop size get a cache each.
+private 2-CPU Ray head (conftest's `tune_head`, shared with test_tune.py), the CLI (`run_sweep`) in a
+process of its own as in test_tune.py. Each trial runs `playerseg.sam.train.build_trainer(cfg)`, which
+prepares what `train_sam` prepares (the embedding cache, by Ray Data, inside the trial); trials that
+differ in crop size get a cache each.
 The best config loads as a SamTrainConfig, the best checkpoint as a SAM."""
 import json
 import subprocess
@@ -17,9 +18,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def sweep(synth_dir, tmp_path_factory):
-    from _ray_head import LocalHead
-
+def sweep(tune_head, synth_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tune_sam")
     space = tmp / "space.yaml"
     # crops.size changes what is cached (as in tune_spaces/sam.yaml): one cache per size
@@ -31,10 +30,10 @@ def sweep(synth_dir, tmp_path_factory):
             "run.epochs=2"]
     args = ["tune", "sam", "--space", str(space), "--out", str(tmp / "sweeps"), "--name", "tiny",
             "--num-samples", "1", "--max-concurrent", "2", "--no-wandb", *[a for s in sets for a in ("--set", s)]]
-    # the CLI (run_sweep) in a process of its own: it joins the private head through RAY_ADDRESS + its token
-    with LocalHead(num_cpus=2, env={"WANDB_MODE": "disabled"}) as head:
-        proc = subprocess.run([sys.executable, "-m", "playerseg.cli", *args], env=head.env, cwd=tmp,
-                              capture_output=True, text=True, timeout=500)
+    # the CLI (run_sweep) in a process of its own: it joins the private head (conftest's `tune_head`, W&B
+    # disabled in it) through RAY_ADDRESS + its token
+    proc = subprocess.run([sys.executable, "-m", "playerseg.cli", *args], env=tune_head.env, cwd=tmp,
+                          capture_output=True, text=True, timeout=500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return {"dir": tmp / "sweeps" / "tiny", "stdout": proc.stdout}
 
