@@ -219,7 +219,7 @@ def _write_predictions(synth_dir, out):
 def test_cluster_command_writes_teams_and_flags_once(synth_dir, tmp_path, ray_local):
     import pyarrow.parquet as pq
 
-    from playerseg.players.cluster_cmd import ClusterConfig, cluster
+    from playerseg.players.cluster import ClusterConfig, cluster
 
     import shutil
 
