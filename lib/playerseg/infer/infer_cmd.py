@@ -19,6 +19,7 @@ import logging
 from collections import Counter
 
 from playerseg.config import add_config_arguments, from_args
+from playerseg.data.errors import Failures
 from playerseg.infer.pipeline import InferConfig
 
 log = logging.getLogger(__name__)
@@ -85,9 +86,7 @@ def print_summary(summary: dict) -> None:
     print(f"  COCO results: {summary['coco_results']}")
     print(f"  summary     : {summary['output']}/summary.json")
     if summary["failures"]:
-        print(f"{len(summary['failures'])} failure(s):")
-        for f in summary["failures"]:
-            print(f"  - {f['what']}: {f['error']}")
+        print(Failures([(f["what"], f["error"]) for f in summary["failures"]]).summary())
 
 
 def run(args) -> int:
