@@ -1,5 +1,6 @@
 """Shared fixtures: the real test material (skipped when absent) and a tiny synthetic set."""
 import os
+from unittest import mock
 
 import pytest
 
@@ -66,17 +67,11 @@ TRAIN_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_HEALTH_CHECK
 def _own_ray(dashboard: bool):
     import ray
 
-    old = {k: os.environ.get(k) for k in TRAIN_ENV}
-    os.environ.update(TRAIN_ENV)  # before Ray starts: its workers inherit them
-    if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=dashboard)  # its own, never a running one
-    yield
-    ray.shutdown()
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with mock.patch.dict(os.environ, TRAIN_ENV):  # before Ray starts: its workers inherit them
+        if not ray.is_initialized():
+            ray.init(address="local", num_cpus=2, include_dashboard=dashboard)  # its own, never a running one
+        yield
+        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
