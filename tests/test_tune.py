@@ -320,7 +320,11 @@ def test_trial_run_folder_follows_the_start_checkpoint(tmp_path, monkeypatch):
         trial_run("t1", str(trials), {})
 
 
-PBT_EPOCHS = 5
+# An epoch of the tiny config takes ~0.6 s, a trial's start 40-80 s on 2 busy cores, so the two trials start
+# seconds apart, and asynchronous PBT clones only a donor still running when the other trial reaches a
+# perturbation: 5 epochs (3 s) were too few for a CI run's start skew, 40 (~25 s) leave room; the test's
+# time is its starts and the exploit's restart, not its epochs.
+PBT_EPOCHS = 40
 
 
 @pytest.fixture(scope="module")
@@ -352,7 +356,8 @@ def test_pbt_bad_trial_restarts_from_the_good_ones_weights(pbt_sweep):
     history = {t: pd.read_csv(pbt_sweep / t / "progress.csv") for t in first_lr}  # Tune's, across restarts
 
     cloned = history[bad][history[bad]["parent_trial"] == good]
-    assert len(cloned), history[bad][["training_iteration", "epoch", "train/loss", "run_folder", "parent_trial"]]
+    columns = ["training_iteration", "epoch", "train/loss", "run_folder", "parent_trial", "date"]
+    assert len(cloned), f"no clone: bad\n{history[bad][columns]}\ngood\n{history[good][columns]}"
     after = cloned.iloc[0]  # the bad trial's first epoch after it cloned the good one
     e = int(after["parent_epoch"])
     # the donor's epoch and Tune iteration counters go on
