@@ -29,7 +29,7 @@ from tqdm import tqdm
 from playerseg.classes import TaskClasses
 from playerseg.players.embed import ColourConfig, EncoderConfig, EncoderEmbedder, colour_histograms, hellinger
 from playerseg.players.flags import FlagsConfig, instance_flags
-from playerseg.players.teams import (OTHER, TeamConfig, TeamModel, accuracy, assign_teams, best_swap,
+from playerseg.players.teams import (TeamConfig, TeamModel, accuracy, assign_teams, best_swap,
                                      permutation_counts, swap, true_teams)
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,6 @@
 import av
 import cv2
 import numpy as np
-import pytest
 
 from playerseg import cli
 from playerseg.data.acme import AcmeReader

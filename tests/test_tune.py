@@ -2,7 +2,6 @@
 `tune_head`, W&B disabled in it) whose best config round-trips into `playerseg train`, and a
 tiny PBT sweep whose bad trial clones the good one."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

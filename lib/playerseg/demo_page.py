@@ -178,7 +178,7 @@ CHECK_IMAGES = ("<script>addEventListener('load',function(){var i=Array.from(doc
 def write_index(out: str, clips: list[ClipReport], failures: list[str], facts: dict[str, str]) -> str:
     """`<out>/index.html`; every link relative to `out`. Returns its path."""
     e = html.escape
-    body = [f"<h1>playerseg demo</h1>",
+    body = ["<h1>playerseg demo</h1>",
             "<table class=facts>" + "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in facts.items())
             + "</table>"]
     body.append("<h2>Failures</h2>")

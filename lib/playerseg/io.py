@@ -24,6 +24,21 @@ def is_local(path: str) -> bool:
     return "://" not in str(path) or str(path).startswith("file://")
 
 
+TEMP_PREFIX = ".tmp-"  # the names atomic_path and atomic_dir write under until their rename
+
+
+def is_temporary(path: str) -> bool:
+    """Whether `path` is, or lies in, a file or folder still being written (a `TEMP_PREFIX` name)."""
+    return any(part.startswith(TEMP_PREFIX) for part in str(path).split("/"))
+
+
+def short_hash(value: Any, length: int = 12) -> str:
+    """A short sha1 hex of `value` (a str as it is, else its sorted-key JSON): the stamp of the options
+    or content an output was made from, in a file or folder name. Not a fingerprint of a file."""
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:length]
+
+
 def parquet_parts(folder: str) -> list[str]:
     """The Parquet files under `folder` (sorted; URIs keep their protocol; [] when it is no folder),
     as pyarrow reads a folder: none below a name starting with "." or "_" (temporary `.tmp-*` files)."""
@@ -47,7 +62,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     parent = fpath.rsplit("/", 1)[0] if "/" in fpath else "."
     fs.makedirs(parent, exist_ok=True)
     name = fpath.rsplit("/", 1)[-1]
-    tmp = f"{parent}/.tmp-{uuid.uuid4().hex[:8]}-{name}"
+    tmp = f"{parent}/{TEMP_PREFIX}{uuid.uuid4().hex[:8]}-{name}"
     tmp_uri = tmp if is_local(path) else f"{path.split('://', 1)[0]}://{tmp}"
     try:
         yield tmp if is_local(path) else tmp_uri
@@ -67,7 +82,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     the block succeeds (the old one moved aside, the new one renamed in, the old one deleted), so a
     reader finds the old folder or the new one, never half of one."""
     target = Path(path)
-    tmp = target.parent / f".tmp-{target.name}-{os.getpid()}"
+    tmp = target.parent / f"{TEMP_PREFIX}{target.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
@@ -158,7 +173,8 @@ def tree_fingerprint(path: str) -> str:
         return ""
     if not fs.isdir(fpath):
         return listing_fingerprint([(fpath, fs.info(fpath))])
-    entries = [(f[len(fpath):], i) for f, i in fs.find(fpath, detail=True).items() if "/.tmp-" not in f]
+    entries = [(f[len(fpath):], i) for f, i in fs.find(fpath, detail=True).items()
+               if not is_temporary(f[len(fpath):])]
     return listing_fingerprint(entries)
 
 

@@ -33,7 +33,7 @@ import socket
 import time
 
 from playerseg.config import ConfigError
-from playerseg.io import exists, filesystem, is_local, read_json, write_json_atomic
+from playerseg.io import exists, filesystem, is_local, is_temporary, read_json, write_json_atomic
 from playerseg.video.frames import Unit, under
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ class Ledger:
             return out
         for f in sorted(fs.find(folder)):
             rel = f[len(folder) + 1:]
-            if not rel.endswith(".json") or "/.tmp-" in f or "/" not in rel:
+            if not rel.endswith(".json") or is_temporary(rel) or "/" not in rel:
                 continue
             group = rel.rsplit("/", 1)[0]
             if groups is not None and group not in groups:

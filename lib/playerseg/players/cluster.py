@@ -33,7 +33,6 @@ beside a running `playerseg infer` into that folder), and `playerseg infer --ove
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -43,7 +42,7 @@ import numpy as np
 
 from playerseg import config as cfgmod
 from playerseg.data.errors import DataError, Failures
-from playerseg.io import parquet_parts, write_table_atomic
+from playerseg.io import parquet_parts, short_hash, write_table_atomic
 from playerseg.players.embed import ColourConfig, EncoderConfig
 from playerseg.players.flags import FLAG_COLUMNS, FlagsConfig
 from playerseg.players.parts import (META_KEY, cache_table, embeddings_of, frames_for, part_key,
@@ -87,7 +86,7 @@ def signature(cfg: ClusterConfig) -> dict:
 
 
 def fingerprint(cfg: ClusterConfig) -> str:
-    return hashlib.sha1(json.dumps(signature(cfg), sort_keys=True).encode()).hexdigest()[:12]
+    return short_hash(signature(cfg))
 
 
 # ---- parts ------------------------------------------------------------------------------------

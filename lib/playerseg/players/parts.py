@@ -4,13 +4,12 @@ frames a part names, read again from the inputs (`playerseg.video.frames` units)
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import posixpath
 
 import numpy as np
 
 from playerseg.data.errors import DataError
+from playerseg.io import short_hash
 
 META_KEY = b"playerseg.cluster"
 
@@ -54,7 +53,7 @@ def part_stamp(part: str, key: bytes = META_KEY) -> str | None:
 
 def stamp(fp: str, state: dict) -> str:
     """What a part written with the team model `state` carries: options and model fingerprints."""
-    return f"{fp}-{hashlib.sha1(json.dumps(state, sort_keys=True).encode()).hexdigest()[:8]}"
+    return f"{fp}-{short_hash(state, 8)}"
 
 
 def unit_frames(unit) -> set[int] | None:

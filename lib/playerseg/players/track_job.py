@@ -22,7 +22,6 @@ model or options (`--overwrite`) never reuse old tracks.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 from collections import Counter
@@ -30,6 +29,7 @@ from collections import Counter
 import numpy as np
 
 from playerseg import config as cfgmod
+from playerseg.io import short_hash
 from playerseg.data.errors import DataError, Failures
 from playerseg.ledger import RUN_FILE, Ledger
 from playerseg.players.shots import shot_kinds
@@ -47,7 +47,7 @@ def fingerprint(ledger: Ledger, cfg: TrackConfig) -> str:
     path = ledger.path(RUN_FILE)
     run = read_json(path) if exists(path) else {}
     keys = json.dumps({"tracking": dataclasses.asdict(cfg), "run": run}, sort_keys=True, default=str)
-    return hashlib.sha1(keys.encode()).hexdigest()[:12]
+    return short_hash(keys)
 
 
 def cache_path(ledger: Ledger, fp: str, unit: Unit) -> str:
@@ -227,7 +227,7 @@ def track_outputs(ledger: Ledger, units: list[Unit], cfg: TrackConfig) -> dict:
                     "shots": [[f, s] for f, s in zip(seg.frames, shot)],
                     "kinds": sorted([s, kinds[s]] for s in set(shot))}
             text = json.dumps(body, sort_keys=True)
-            stamp = f"{fp}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
+            stamp = f"{fp}-{short_hash(text, 10)}"
             tracks |= set(assigned.values())
             shots |= set(shot)
             if _stamp_of(part_paths(ledger, u)["predictions"]) != stamp:

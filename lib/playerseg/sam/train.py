@@ -20,8 +20,6 @@ trial too); it runs `prepare(cfg)` (absolute paths, run folder, cache, items) un
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import time
@@ -36,7 +34,7 @@ from playerseg.classes import TaskClasses
 from playerseg.config import from_dict, path_field, resolve_paths, to_dict
 from playerseg.data.errors import Failures
 from playerseg.data.registry import DataConfig, build_reader
-from playerseg.io import write_bytes_atomic
+from playerseg.io import short_hash, write_bytes_atomic
 from playerseg.losses import LossConfig, build_loss
 from playerseg.optim import OptimConfig, SchedConfig, build_optimizer, build_scheduler
 from playerseg.ray_cluster import init_ray
@@ -250,7 +248,7 @@ class Prepared:
 def cache_dir_of(cfg: SamTrainConfig, run_dir: Path, spec: dict) -> str:
     """`<cache.dir or <run folder's parent>/sam_cache>/<model_type>-<hash of spec>`: one cache per
     model, weights, data and crops, shared by every run (and every sweep trial) that agrees on them."""
-    digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
+    digest = short_hash(spec, 10)
     root = cfg.cache.dir or str(run_dir.parent / "sam_cache")
     return f"{root.rstrip('/')}/{cfg.sam.model_type}-{digest}"
 

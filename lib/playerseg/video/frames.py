@@ -44,7 +44,7 @@ import fsspec
 
 from playerseg.config import ConfigError
 from playerseg.data.errors import DataError, Failures
-from playerseg.io import filesystem, fingerprint, is_local, listing_fingerprint, read_json
+from playerseg.io import TEMP_PREFIX, filesystem, fingerprint, is_local, listing_fingerprint, read_json
 from playerseg.video.probe import VIDEO_EXTENSIONS, VideoInfo, load_or_probe
 from playerseg.video.segments import Frame, Segment, decode_segment, plan_segments, select_frames
 
@@ -271,7 +271,7 @@ def list_inputs(inputs: list[str]) -> Inputs:
                 found.missing.append(str(item))
             elif fs.isdir(path):
                 listing = {f: i for f, i in sorted(fs.find(path, detail=True).items())
-                           if not any(c.startswith(("_", ".tmp-")) for c in f[len(path):].split("/"))}
+                           if not any(c.startswith(("_", TEMP_PREFIX)) for c in f[len(path):].split("/"))}
                 if any(f.lower().endswith(VIDEO_EXTENSIONS) for f in listing):
                     found.videos += [proto + f for f in listing if f.lower().endswith(VIDEO_EXTENSIONS)]
                 elif any(f.endswith(".parquet") for f in listing):

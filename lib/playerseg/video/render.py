@@ -11,7 +11,6 @@ The output has the source's fps and frame count.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -23,7 +22,7 @@ import numpy as np
 
 from playerseg import config as cfgmod
 from playerseg.data.errors import DataError
-from playerseg.io import exists
+from playerseg.io import exists, short_hash
 from playerseg.video.frames import Unit, folder_rate, plan_units, read_unit
 from playerseg.viz import draw_instances, label
 
@@ -172,7 +171,7 @@ def run_render(cfg: RenderConfig) -> dict:
     content = [sorted({json.dumps(u.source, sort_keys=True) for u in units}),
                tree_fingerprint(cfg.predictions) if cfg.predictions else "",
                tree_fingerprint(cfg.ground_truth) if cfg.ground_truth else ""]
-    tag = hashlib.sha1(json.dumps([opts, fps, content]).encode()).hexdigest()[:8]
+    tag = short_hash(json.dumps([opts, fps, content]), 8)
     parts_dir = f"{cfg.out}.parts"
     lock = acquire_lock(parts_dir)  # one render into `out` at a time
     try:
