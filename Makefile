@@ -20,8 +20,10 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/playerseg demo $(ARGS)
 
+# -X faulthandler: a crash after the tests (in the interpreter's exit, where pytest's own handler is off)
+# still prints every thread's stack
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=25 $(ARGS)
+	$(BIN)/python -X faulthandler -m pytest -q --durations=25 $(ARGS)
 
 clean:
 	rm -rf $(VENV) runs outputs
