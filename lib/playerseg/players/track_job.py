@@ -29,8 +29,8 @@ from collections import Counter
 import numpy as np
 
 from playerseg import config as cfgmod
-from playerseg.io import short_hash
 from playerseg.data.errors import DataError, Failures
+from playerseg.io import short_hash
 from playerseg.ledger import RUN_FILE, Ledger
 from playerseg.players.shots import shot_kinds
 from playerseg.players.tracks import NO_TRACK, SegmentTracks, TrackConfig, instance_tracks, stitch, track_segment
